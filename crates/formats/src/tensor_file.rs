@@ -1,0 +1,424 @@
+//! One memory-mapped tensor file, whatever its container: safetensors, or a PyTorch zip pickle
+//! (`.ckpt`, `.pt`, `.pth`, `.bin`) read through the restricted unpickler in [`crate::pickle`].
+//!
+//! Tensors are described up front (dtype, shape) and read one at a time as f32, so a caller can
+//! stream a model without holding it in memory.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::pickle;
+
+/// Which container a [`TensorFile`] was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Container {
+    Safetensors,
+    TorchZip,
+}
+
+/// Shape and element type of one stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Where a tensor's elements live: a byte range of the mapped file or of a decompressed buffer,
+/// with element strides (PyTorch tensors may be views of a larger storage).
+#[derive(Clone, Debug)]
+struct Stored {
+    info: TensorInfo,
+    buffer: Buffer,
+    /// Byte offset of element 0 in the buffer.
+    start: usize,
+    /// Strides in elements; `None` when C-contiguous.
+    strides: Option<Vec<usize>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Buffer {
+    Mapped,
+    Owned(usize),
+}
+
+/// A model file opened for reading tensors by name.
+pub struct TensorFile {
+    path: PathBuf,
+    container: Container,
+    mmap: Mmap,
+    owned: Vec<Vec<u8>>,
+    tensors: BTreeMap<String, Stored>,
+    /// Keys of entries that are not tensors (step counters, configs), reported, never used.
+    skipped: Vec<String>,
+}
+
+impl std::fmt::Debug for TensorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorFile")
+            .field("path", &self.path)
+            .field("container", &self.container)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl TensorFile {
+    /// Opens a tensor file, choosing the container from its first bytes (a zip archive is a
+    /// PyTorch checkpoint; anything else must be safetensors).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the file is opened read-only; like every mmap-based reader we assume it is not
+        // truncated by another process while mapped.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        if mmap.len() >= 4 && &mmap[..4] == b"PK\x03\x04" {
+            Self::open_torch_zip(path, file, mmap)
+        } else if mmap.len() >= 2 && mmap[0] == 0x80 && (2..=5).contains(&mmap[1]) {
+            Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "this is a legacy (pre-PyTorch-1.6, non-zip) checkpoint; re-save it with a current \
+                         PyTorch or convert it to .safetensors"
+                    .into(),
+            })
+        } else {
+            Self::open_safetensors(path, mmap)
+        }
+    }
+
+    fn open_safetensors(path: &Path, mmap: Mmap) -> Result<Self> {
+        let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
+        let (header_len, metadata) =
+            safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+        let data_start = 8 + header_len;
+        let mut tensors = BTreeMap::new();
+        for (name, info) in metadata.tensors() {
+            let dtype = convert_st_dtype(info.dtype);
+            let (begin, end) = info.data_offsets;
+            let numel: usize = info.shape.iter().product();
+            if dtype.size() > 0 && end - begin != numel * dtype.size() {
+                return Err(bad(format!(
+                    "tensor `{name}`: {} bytes stored for shape {:?} of {dtype}",
+                    end - begin,
+                    info.shape
+                )));
+            }
+            if data_start + end > mmap.len() {
+                return Err(bad(format!("tensor `{name}` runs past the end of the file (truncated?)")));
+            }
+            tensors.insert(
+                name.clone(),
+                Stored {
+                    info: TensorInfo { dtype, shape: info.shape.clone() },
+                    buffer: Buffer::Mapped,
+                    start: data_start + begin,
+                    strides: None,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            container: Container::Safetensors,
+            mmap,
+            owned: Vec::new(),
+            tensors,
+            skipped: Vec::new(),
+        })
+    }
+
+    fn open_torch_zip(path: &Path, file: File, mmap: Mmap) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("zip: {e}")))?;
+
+        // The pickle is `<root>/data.pkl`; storages are `<root>/data/<key>`.
+        let pkl_name = archive
+            .file_names()
+            .filter_map(|n| n.ok().map(|n| n.into_owned()))
+            .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+            .min_by_key(|n| n.len())
+            .ok_or_else(|| bad("no data.pkl in the archive".into()))?;
+        let root = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_owned();
+
+        if let Ok(mut entry) = archive.by_name(&format!("{root}byteorder")) {
+            let mut order = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut order).map_err(|e| bad(format!("byteorder: {e}")))?;
+            if order.trim() != "little" {
+                return Err(bad(format!("byte order `{}` is not supported (only little-endian)", order.trim())));
+            }
+        }
+
+        let pickle_bytes = read_entry(&mut archive, &pkl_name).map_err(|e| bad(e))?;
+        let value = pickle::load(&pickle_bytes).map_err(|e| match e {
+            pickle::PickleError::DisallowedGlobal(global) => {
+                Error::DisallowedGlobal { path: path.to_path_buf(), global }
+            }
+            other => bad(format!("{pkl_name}: {other}")),
+        })?;
+
+        let mut leaves = Vec::new();
+        let mut skipped = Vec::new();
+        flatten(unwrap_state_dict(value), String::new(), &mut leaves, &mut skipped);
+
+        // Locate every storage once.
+        let mut storages: BTreeMap<String, (Buffer, usize, usize)> = BTreeMap::new();
+        let mut owned = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for (name, t) in leaves {
+            let storage_key = t.storage.key.clone();
+            if !storages.contains_key(&storage_key) {
+                let entry_name = format!("{root}data/{storage_key}");
+                let located = {
+                    let entry = archive
+                        .by_name(&entry_name)
+                        .map_err(|e| bad(format!("tensor `{name}`: storage {entry_name}: {e}")))?;
+                    if entry.compression() == zip::CompressionMethod::Stored {
+                        let start = entry.data_start().ok_or_else(|| bad(format!("{entry_name}: no data offset")))?
+                            as usize;
+                        let len = entry.size() as usize;
+                        if start + len > mmap.len() {
+                            return Err(bad(format!("storage {entry_name} runs past the end of the file (truncated?)")));
+                        }
+                        Some((Buffer::Mapped, start, len))
+                    } else {
+                        None
+                    }
+                };
+                let located = match located {
+                    Some(l) => l,
+                    None => {
+                        let bytes = read_entry(&mut archive, &entry_name).map_err(|e| bad(e))?;
+                        let len = bytes.len();
+                        owned.push(bytes);
+                        (Buffer::Owned(owned.len() - 1), 0, len)
+                    }
+                };
+                storages.insert(storage_key.clone(), located);
+            }
+            let (buffer, storage_start, storage_len) = storages[&storage_key];
+            let dtype = t.storage.dtype;
+            let elem = dtype.size();
+            if storage_len < t.storage.numel * elem {
+                return Err(bad(format!(
+                    "tensor `{name}`: storage {storage_key} holds {storage_len} bytes, expected {} ({} x {dtype})",
+                    t.storage.numel * elem,
+                    t.storage.numel
+                )));
+            }
+            // Extent of the view inside its storage.
+            let numel: usize = t.shape.iter().product();
+            if numel > 0 {
+                let last = t.offset
+                    + t.shape.iter().zip(&t.stride).map(|(&s, &st)| (s - 1) * st).sum::<usize>();
+                if last >= t.storage.numel {
+                    return Err(bad(format!(
+                        "tensor `{name}`: shape {:?} stride {:?} offset {} reaches past its storage of {} elements",
+                        t.shape, t.stride, t.offset, t.storage.numel
+                    )));
+                }
+            }
+            let strides = if is_contiguous(&t.shape, &t.stride) { None } else { Some(t.stride.clone()) };
+            tensors.insert(
+                name,
+                Stored {
+                    info: TensorInfo { dtype, shape: t.shape },
+                    buffer,
+                    start: storage_start + t.offset * elem,
+                    strides,
+                },
+            );
+        }
+        Ok(Self { path: path.to_path_buf(), container: Container::TorchZip, mmap, owned, tensors, skipped })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn container(&self) -> Container {
+        self.container
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    pub fn info(&self, key: &str) -> Option<&TensorInfo> {
+        self.tensors.get(key).map(|s| &s.info)
+    }
+
+    /// Entries of a checkpoint that are not tensors (e.g. `global_step`), which were skipped.
+    pub fn skipped_entries(&self) -> &[String] {
+        &self.skipped
+    }
+
+    fn buffer(&self, b: Buffer) -> &[u8] {
+        match b {
+            Buffer::Mapped => &self.mmap[..],
+            Buffer::Owned(i) => &self.owned[i],
+        }
+    }
+
+    /// The stored bytes of a contiguous tensor (little-endian, its own dtype).
+    pub fn contiguous_bytes(&self, key: &str) -> Option<&[u8]> {
+        let s = self.tensors.get(key)?;
+        if s.strides.is_some() {
+            return None;
+        }
+        let len = s.info.numel() * s.info.dtype.size();
+        Some(&self.buffer(s.buffer)[s.start..s.start + len])
+    }
+
+    /// Reads a floating-point tensor as f32 (f16/bf16 are widened exactly, f64 rounded).
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let s = self.tensors.get(key).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            context: String::new(),
+        })?;
+        let dtype = s.info.dtype;
+        let unsupported =
+            || Error::UnsupportedDtype { path: self.path.clone(), key: key.to_owned(), dtype: dtype.to_string() };
+        if !dtype.is_float() {
+            return Err(unsupported());
+        }
+        let elem = dtype.size();
+        let numel = s.info.numel();
+        let buf = self.buffer(s.buffer);
+        let mut out = Vec::with_capacity(numel);
+        match &s.strides {
+            None => {
+                dtype.decode_f32(&buf[s.start..s.start + numel * elem], &mut out).ok_or_else(unsupported)?;
+            }
+            Some(strides) => {
+                // Walk the view in C order.
+                let shape = &s.info.shape;
+                let mut index = vec![0usize; shape.len()];
+                for _ in 0..numel {
+                    let off: usize = index.iter().zip(strides).map(|(i, st)| i * st).sum();
+                    let at = s.start + off * elem;
+                    dtype.decode_f32(&buf[at..at + elem], &mut out).ok_or_else(unsupported)?;
+                    for d in (0..shape.len()).rev() {
+                        index[d] += 1;
+                        if index[d] < shape[d] {
+                            break;
+                        }
+                        index[d] = 0;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads an integer tensor as i64 (for checks on e.g. `position_ids`).
+    pub fn read_i64(&self, key: &str) -> Result<Vec<i64>> {
+        let s = self.tensors.get(key).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            context: String::new(),
+        })?;
+        let bytes = self.contiguous_bytes(key).ok_or_else(|| Error::Layout {
+            path: self.path.clone(),
+            reason: format!("tensor `{key}` is not contiguous"),
+        })?;
+        match s.info.dtype {
+            DType::I64 => Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+            DType::I32 => Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+            other => Err(Error::UnsupportedDtype { path: self.path.clone(), key: key.to_owned(), dtype: other.to_string() }),
+        }
+    }
+}
+
+fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
+    std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| format!("{name}: {e}"))?;
+    Ok(bytes)
+}
+
+fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    let mut expected = 1;
+    for (&s, &st) in shape.iter().zip(stride).rev() {
+        if s != 1 && st != expected {
+            return false;
+        }
+        expected *= s;
+    }
+    true
+}
+
+/// `{"state_dict": {...}}` wrappers (possibly nested) are unwrapped, as every loader does.
+fn unwrap_state_dict(mut value: pickle::Value) -> pickle::Value {
+    loop {
+        let inner = match &value {
+            pickle::Value::Dict(items) => items.iter().find_map(|(k, v)| match (k, v) {
+                (pickle::Value::Str(s), pickle::Value::Dict(_)) if s == "state_dict" => Some(v.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        match inner {
+            Some(v) => value = v,
+            None => return value,
+        }
+    }
+}
+
+/// Collects tensors from nested dicts, joining keys with '.'.
+fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::TensorRef)>, skipped: &mut Vec<String>) {
+    match value {
+        pickle::Value::Tensor(t) => out.push((prefix, t)),
+        pickle::Value::Dict(items) => {
+            for (k, v) in items {
+                let key = match k {
+                    pickle::Value::Str(s) => s,
+                    pickle::Value::Int(i) => i.to_string(),
+                    other => format!("{other:?}"),
+                };
+                let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                flatten(v, name, out, skipped);
+            }
+        }
+        _ => skipped.push(prefix),
+    }
+}
+
+fn convert_st_dtype(d: safetensors::Dtype) -> DType {
+    use safetensors::Dtype as D;
+    match d {
+        D::F64 => DType::F64,
+        D::F32 => DType::F32,
+        D::F16 => DType::F16,
+        D::BF16 => DType::BF16,
+        D::I64 => DType::I64,
+        D::I32 => DType::I32,
+        D::I16 => DType::I16,
+        D::I8 => DType::I8,
+        D::U8 => DType::U8,
+        D::BOOL => DType::Bool,
+        other => DType::Other(Box::leak(format!("{other:?}").into_boxed_str())),
+    }
+}
