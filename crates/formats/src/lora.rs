@@ -1,0 +1,407 @@
+//! LoRAs: kohya/sd-scripts (`lora_unet_*`, `lora_te_*` with `lora_down`/`lora_up`/`alpha`),
+//! diffusers/PEFT (`lora_A`/`lora_B`) and the legacy diffusers attention-processor format used by
+//! AnimateDiff's MotionLoRAs and v3 domain adapter (spec §3.3-§3.4, §5). Several LoRAs, each with
+//! its multiplier, merge into the weights tensor by tensor:
+//!
+//! `W ← W + Σ m · s · (up @ down)`, with `s = alpha / rank` (kohya/A1111) or `s = 1` (the official
+//! AnimateDiff, which ignores alpha, spec §5.4).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::component::{ComponentKind, ComponentWeights};
+use crate::error::{Error, Result};
+use crate::tensor_file::TensorFile;
+
+/// How `alpha` is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraScaling {
+    /// guoyww/AnimateDiff `convert_lora`: `W += m · up@down`, alpha ignored.
+    Official,
+    /// kohya/A1111/ComfyUI/diffusers: `W += m · (alpha/rank) · up@down`.
+    Kohya,
+}
+
+impl FromStr for LoraScaling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "official" => Ok(LoraScaling::Official),
+            "kohya" | "a1111" => Ok(LoraScaling::Kohya),
+            other => Err(format!("unknown LoRA scaling `{other}`: expected official or kohya")),
+        }
+    }
+}
+
+impl fmt::Display for LoraScaling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoraScaling::Official => "official",
+            LoraScaling::Kohya => "kohya",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraFormat {
+    Kohya,
+    Peft,
+    DiffusersProcessor,
+}
+
+/// `FILE[:SCALE]` as given on the command line; the scale defaults to 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraSpec {
+    pub path: PathBuf,
+    pub multiplier: f32,
+}
+
+impl FromStr for LoraSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        // Split at the last ':' only when what follows is a number (Windows paths have ':').
+        if let Some((p, m)) = s.rsplit_once(':') {
+            if let Ok(multiplier) = m.parse::<f32>() {
+                if !multiplier.is_finite() {
+                    return Err(format!("LoRA scale `{m}` is not a finite number"));
+                }
+                return Ok(LoraSpec { path: p.into(), multiplier });
+            }
+        }
+        Ok(LoraSpec { path: s.into(), multiplier: 1.0 })
+    }
+}
+
+/// Where a LoRA module applies before resolution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Address {
+    /// kohya: underscored module path with its `lora_unet_`/`lora_te_` prefix.
+    Underscored(String),
+    /// PEFT / processor: dotted module path of a component (`None` = UNet or motion module).
+    Dotted(Option<ComponentKind>, String),
+}
+
+#[derive(Clone, Debug)]
+struct Module {
+    address: Address,
+    down: Option<String>,
+    up: Option<String>,
+    alpha: Option<String>,
+}
+
+/// One module of a LoRA, resolved to the weight it changes.
+#[derive(Clone, Debug)]
+pub struct LoraTarget {
+    pub component: ComponentKind,
+    /// Canonical weight name (`down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight`).
+    pub weight: String,
+    pub down_key: String,
+    pub up_key: String,
+    pub alpha: Option<f32>,
+    pub rank: usize,
+}
+
+/// One LoRA file, parsed.
+#[derive(Debug)]
+pub struct Lora {
+    pub path: PathBuf,
+    pub format: LoraFormat,
+    file: Arc<TensorFile>,
+    modules: Vec<Module>,
+}
+
+/// The outcome of matching a LoRA against a model: what applies where, and what matched nothing.
+#[derive(Debug, Default)]
+pub struct LoraResolution {
+    pub targets: Vec<LoraTarget>,
+    /// File keys whose module matches no weight of the model.
+    pub unmatched: Vec<String>,
+}
+
+const PROCESSOR_PROJ: [(&str, &str); 4] =
+    [("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"), ("to_out_lora", "to_out.0")];
+
+impl Lora {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = Arc::new(TensorFile::open(path)?);
+        let err = |reason: String| Error::Lora { path: path.to_path_buf(), reason };
+        let mut modules: BTreeMap<String, Module> = BTreeMap::new();
+        let mut format = None;
+        let mut stray = Vec::new();
+        for key in file.keys() {
+            let (module, part, fmt, address) = if let Some(rest) = key.strip_prefix("lora_") {
+                let _ = rest;
+                let (m, part) = key.split_once('.').ok_or_else(|| err(format!("key `{key}` has no `.` separator")))?;
+                (m.to_owned(), part.to_owned(), LoraFormat::Kohya, Address::Underscored(m.to_owned()))
+            } else if let Some((m, part)) = split_peft(key) {
+                let (component, path) = strip_component(m);
+                (m.to_owned(), part.to_owned(), LoraFormat::Peft, Address::Dotted(component, path.to_owned()))
+            } else if let Some((m, part)) = split_processor(key) {
+                let (component, path) = strip_component(&m);
+                let path = path.to_owned();
+                (m.clone(), part, LoraFormat::DiffusersProcessor, Address::Dotted(component, path))
+            } else {
+                stray.push(key.to_owned());
+                continue;
+            };
+            if let Some(f) = format {
+                if f != fmt {
+                    return Err(err(format!("mixes LoRA formats ({f:?} and {fmt:?}) at key `{key}`")));
+                }
+            }
+            format = Some(fmt);
+            let entry = modules.entry(module).or_insert(Module { address, down: None, up: None, alpha: None });
+            match part.as_str() {
+                "lora_down.weight" | "lora_A.weight" | "down.weight" => entry.down = Some(key.to_owned()),
+                "lora_up.weight" | "lora_B.weight" | "up.weight" => entry.up = Some(key.to_owned()),
+                "alpha" => entry.alpha = Some(key.to_owned()),
+                "lora_mid.weight" => {
+                    return Err(err(format!("`{key}`: LoCon Tucker (`lora_mid`) decomposition is not supported")))
+                }
+                p if p.starts_with("hada_") || p.starts_with("lokr_") => {
+                    return Err(err(format!("`{key}`: LyCORIS LoHa/LoKr modules are not supported, only LoRA/LoCon")))
+                }
+                "dora_scale" => return Err(err(format!("`{key}`: DoRA is not supported"))),
+                other => return Err(err(format!("`{key}`: unknown LoRA tensor kind `{other}`"))),
+            }
+        }
+        let format = format.ok_or_else(|| {
+            err(format!(
+                "no LoRA tensors found (expected kohya `lora_unet_*`/`lora_te_*`, PEFT `lora_A`/`lora_B`, or `*_lora.down/up` keys); \
+                 first key: `{}`",
+                file.keys().next().unwrap_or("<none>")
+            ))
+        })?;
+        if !stray.is_empty() {
+            return Err(err(format!("keys that are not LoRA tensors: {}", stray.join(", "))));
+        }
+        for (name, m) in &modules {
+            if m.down.is_none() || m.up.is_none() {
+                return Err(err(format!("module `{name}` lacks its {} weight", if m.down.is_none() { "down" } else { "up" })));
+            }
+        }
+        Ok(Lora { path: path.to_path_buf(), format, file, modules: modules.into_values().collect() })
+    }
+
+    /// Number of LoRA modules in the file.
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// Matches every module against the model's weights. Modules that match nothing are listed
+    /// in `unmatched` (never silently dropped); the caller decides whether that is fatal.
+    pub fn resolve(&self, components: &[&ComponentWeights]) -> Result<LoraResolution> {
+        // kohya lookup: every weight's module path with '.' → '_'.
+        let mut underscored: BTreeMap<String, (ComponentKind, String)> = BTreeMap::new();
+        for c in components {
+            let prefix = match c.kind {
+                ComponentKind::Unet => "lora_unet_",
+                ComponentKind::TextEncoder => "lora_te_",
+                _ => continue,
+            };
+            for name in c.names() {
+                if let Some(module) = name.strip_suffix(".weight") {
+                    underscored.insert(format!("{prefix}{}", module.replace('.', "_")), (c.kind, name.to_owned()));
+                }
+            }
+        }
+        let mut out = LoraResolution::default();
+        for m in &self.modules {
+            let found = match &m.address {
+                Address::Underscored(u) => underscored.get(u).cloned(),
+                Address::Dotted(kind, path) => {
+                    let weight = format!("{path}.weight");
+                    components
+                        .iter()
+                        .filter(|c| match kind {
+                            Some(k) => c.kind == *k,
+                            None => matches!(c.kind, ComponentKind::Unet | ComponentKind::MotionModule),
+                        })
+                        .find(|c| c.contains(&weight))
+                        .map(|c| (c.kind, weight))
+                }
+            };
+            let down_key = m.down.clone().unwrap();
+            let up_key = m.up.clone().unwrap();
+            let Some((component, weight)) = found else {
+                out.unmatched.extend([down_key, up_key]);
+                out.unmatched.extend(m.alpha.clone());
+                continue;
+            };
+            let down_shape = &self.file.info(&down_key).unwrap().shape;
+            let rank = *down_shape.first().ok_or_else(|| Error::Lora {
+                path: self.path.clone(),
+                reason: format!("`{down_key}` is a scalar, expected [rank, in, ...]"),
+            })?;
+            let alpha = match &m.alpha {
+                Some(k) => Some(*self.file.read_f32(k)?.first().ok_or_else(|| Error::Lora {
+                    path: self.path.clone(),
+                    reason: format!("`{k}` is empty"),
+                })?),
+                None => None,
+            };
+            out.targets.push(LoraTarget { component, weight, down_key, up_key, alpha, rank });
+        }
+        Ok(out)
+    }
+
+    /// `up @ down` for one target, shaped like the target weight (`target_shape`), checked.
+    pub fn product(&self, t: &LoraTarget, target_shape: &[usize]) -> Result<Vec<f32>> {
+        let bad = |reason: String| Error::Lora { path: self.path.clone(), reason };
+        let up_shape = &self.file.info(&t.up_key).unwrap().shape;
+        let down_shape = &self.file.info(&t.down_key).unwrap().shape;
+        let out_dim = target_shape[0];
+        let in_flat: usize = target_shape[1..].iter().product();
+        let up_numel: usize = up_shape.iter().product();
+        let down_numel: usize = down_shape.iter().product();
+        if up_shape.first() != Some(&out_dim) || up_numel != out_dim * t.rank {
+            return Err(bad(format!(
+                "`{}` has shape {up_shape:?}, expected [{out_dim}, {}, ...] for weight `{}` of shape {target_shape:?}",
+                t.up_key, t.rank, t.weight
+            )));
+        }
+        if down_numel != t.rank * in_flat {
+            return Err(bad(format!(
+                "`{}` has shape {down_shape:?}, expected [{}, {}] (rank × in) for weight `{}` of shape {target_shape:?}",
+                t.down_key,
+                t.rank,
+                target_shape[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                t.weight
+            )));
+        }
+        let up = self.file.read_f32(&t.up_key)?;
+        let down = self.file.read_f32(&t.down_key)?;
+        let mut out = vec![0f32; out_dim * in_flat];
+        for o in 0..out_dim {
+            let row = &mut out[o * in_flat..(o + 1) * in_flat];
+            for r in 0..t.rank {
+                let u = up[o * t.rank + r];
+                let d = &down[r * in_flat..(r + 1) * in_flat];
+                for (x, &dv) in row.iter_mut().zip(d) {
+                    *x += u * dv;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn split_peft(key: &str) -> Option<(&str, &str)> {
+    ["lora_A.weight", "lora_B.weight", "alpha"]
+        .into_iter()
+        .find_map(|part| Some((key.strip_suffix(part)?.strip_suffix('.')?, part)))
+}
+
+/// `<path>.processor.to_q_lora.down.weight` → (`<path>.to_q`, `down.weight`).
+fn split_processor(key: &str) -> Option<(String, String)> {
+    let (path, rest) = key.split_once(".processor.")?;
+    let (proj, part) = rest.split_once('.')?;
+    let target = PROCESSOR_PROJ.iter().find(|(p, _)| *p == proj)?.1;
+    Some((format!("{path}.{target}"), part.to_owned()))
+}
+
+fn strip_component(path: &str) -> (Option<ComponentKind>, &str) {
+    if let Some(p) = path.strip_prefix("unet.") {
+        (Some(ComponentKind::Unet), p)
+    } else if let Some(p) = path.strip_prefix("text_encoder.") {
+        (Some(ComponentKind::TextEncoder), p)
+    } else {
+        (None, path)
+    }
+}
+
+/// Several LoRAs with their multipliers, resolved against one model: gives each weight's delta.
+#[derive(Debug)]
+pub struct LoraSet {
+    pub scaling: LoraScaling,
+    loras: Vec<(Lora, f32)>,
+    /// (component, weight) → [(lora index, target)]
+    by_weight: BTreeMap<(ComponentKind, String), Vec<(usize, LoraTarget)>>,
+    /// Per LoRA: keys that matched nothing.
+    pub unmatched: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl LoraSet {
+    pub fn new(loras: Vec<(Lora, f32)>, scaling: LoraScaling, components: &[&ComponentWeights]) -> Result<Self> {
+        let mut by_weight: BTreeMap<(ComponentKind, String), Vec<(usize, LoraTarget)>> = BTreeMap::new();
+        let mut unmatched = Vec::new();
+        for (i, (lora, _)) in loras.iter().enumerate() {
+            let r = lora.resolve(components)?;
+            for t in r.targets {
+                by_weight.entry((t.component, t.weight.clone())).or_default().push((i, t));
+            }
+            if !r.unmatched.is_empty() {
+                unmatched.push((lora.path.clone(), r.unmatched));
+            }
+        }
+        Ok(Self { scaling, loras, by_weight, unmatched })
+    }
+
+    /// Number of distinct weights changed.
+    pub fn num_targets(&self) -> usize {
+        self.by_weight.len()
+    }
+
+    pub fn touches(&self, component: ComponentKind, weight: &str) -> bool {
+        self.by_weight.contains_key(&(component, weight.to_owned()))
+    }
+
+    /// Adds every LoRA's contribution to `weight` (in place).
+    pub fn apply(&self, component: ComponentKind, weight: &str, shape: &[usize], values: &mut [f32]) -> Result<()> {
+        let Some(list) = self.by_weight.get(&(component, weight.to_owned())) else { return Ok(()) };
+        for (i, t) in list {
+            let (lora, multiplier) = &self.loras[*i];
+            let scale = match (self.scaling, t.alpha) {
+                (LoraScaling::Kohya, Some(alpha)) => alpha / t.rank as f32,
+                _ => 1.0,
+            };
+            let delta = lora.product(t, shape)?;
+            let k = multiplier * scale;
+            for (w, d) in values.iter_mut().zip(&delta) {
+                *w += k * d;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a weight of `c` with every LoRA merged in.
+    pub fn merged(&self, c: &ComponentWeights, weight: &str) -> Result<Vec<f32>> {
+        let mut v = c.read(weight)?;
+        let shape = c.shape(weight)?.to_vec();
+        self.apply(c.kind, weight, &shape, &mut v)?;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_spec_parsing() {
+        assert_eq!("a.safetensors:0.8".parse::<LoraSpec>().unwrap(), LoraSpec { path: "a.safetensors".into(), multiplier: 0.8 });
+        assert_eq!("a.safetensors".parse::<LoraSpec>().unwrap().multiplier, 1.0);
+        assert_eq!("C:\\loras\\a.safetensors".parse::<LoraSpec>().unwrap().path, PathBuf::from("C:\\loras\\a.safetensors"));
+        assert!("a:inf".parse::<LoraSpec>().is_err());
+    }
+
+    #[test]
+    fn processor_keys() {
+        assert_eq!(
+            split_processor("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.to_out_lora.up.weight"),
+            Some((
+                "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_out.0".into(),
+                "up.weight".into()
+            ))
+        );
+    }
+}
