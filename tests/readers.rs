@@ -345,3 +345,27 @@ fn motion_lora_in_processor_format_targets_the_motion_module() {
     assert_eq!(r.targets[0].component, ComponentKind::MotionModule);
     assert_eq!(r.targets[0].weight, "mid_block.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_out.0.weight");
 }
+
+#[test]
+fn every_fixture_weight_is_non_zero() {
+    // A zero weight (e.g. a zero-initialised output projection) can hide a wiring mistake.
+    let set = fixtures();
+    let mut checked = 0usize;
+    for name in set.files.keys().filter(|n| n.ends_with(".safetensors") || n.ends_with(".ckpt")) {
+        let f = TensorFile::open(set.path(name)).unwrap();
+        for key in f.keys() {
+            // formula tables and LDM's schedule buffers are not weights
+            if key.ends_with(".pe") || ["betas", "alphas_cumprod", "alphas_cumprod_prev"].contains(&key) {
+                continue;
+            }
+            if !f.info(key).unwrap().dtype.is_float() {
+                continue;
+            }
+            let v = f.read_f32(key).unwrap();
+            let zeros = v.iter().filter(|x| **x == 0.0).count();
+            assert_eq!(zeros, 0, "{name}: `{key}` has {zeros} zero elements");
+            checked += v.len();
+        }
+    }
+    println!("{checked} weights checked, none zero");
+}

@@ -81,7 +81,7 @@ pub struct VaeArch {
     pub layers_per_block: usize,
     pub latent_channels: usize,
     pub norm_num_groups: usize,
-    pub scaling_factor: f32,
+    pub scaling_factor: f64,
 }
 
 impl Default for VaeArch {
@@ -223,7 +223,7 @@ pub fn apply_diffusers_configs(arch: &mut ModelArch, configs: &std::collections:
             arch.vae.norm_num_groups = g;
         }
         if let Some(s) = v.get("scaling_factor").and_then(|x| x.as_f64()) {
-            arch.vae.scaling_factor = s as f32;
+            arch.vae.scaling_factor = s;
         }
     }
 }
