@@ -1,2 +1,4 @@
-//! Command-line tools of animatediff-onnx. Today: `inspect` (what model files hold, as the graph
-//! builder reads them). `build-graph` and `animate` follow.
+//! Command-line tools of animatediff-onnx: `build-graph` (ONNX export, [`build`]) and `inspect`
+//! (what model files hold). `animate` follows.
+
+pub mod build;

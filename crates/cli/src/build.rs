@@ -1,0 +1,497 @@
+//! `build-graph`: base + personalised checkpoint + LoRAs + motion module → an artifact directory
+//! (`text_encoder.onnx`, `unet.onnx` + `unet.onnx.data`, `vae_decoder.onnx`, `tokenizer.json`,
+//! `manifest.json`). Written into a temporary sibling directory and renamed when complete, so an
+//! interrupted build never leaves a half-written artifact.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::json;
+
+use animatediff_formats::{
+    arch, ComponentKind, LoadOptions, Lora, LoraScaling, LoraSet, LoraSpec, ModelArch, MotionModule, MotionVersion,
+    SdCheckpoint,
+};
+use animatediff_models::{MotionConfig, TextEncoder, Unet3d, UnetConfig, UnetShapes, VaeDecoder};
+use onnx_writer::{external_data_path, ElemType, Graph, WeightStorage};
+
+/// The CLIP BPE tokenizer shipped with every artifact (see `crates/cli/assets/README.md`).
+pub const CLIP_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/clip_tokenizer.json");
+
+/// Version of the artifact layout and manifest; `animate` refuses other versions.
+pub const ARTIFACT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Fp16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            o => Err(format!("unknown precision `{o}`: expected fp32 or fp16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub base: Option<PathBuf>,
+    pub personalized: Option<PathBuf>,
+    pub loras: Vec<LoraSpec>,
+    pub lora_scaling: LoraScaling,
+    pub motion_module: PathBuf,
+    pub motion_version: Option<MotionVersion>,
+    pub arch: Option<PathBuf>,
+    pub frames: Option<usize>,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub precision: Precision,
+    pub out: PathBuf,
+    pub opset: i64,
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Format(#[from] animatediff_formats::Error),
+    #[error(transparent)]
+    Build(#[from] animatediff_models::BuildError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// What a finished build wrote.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub out: PathBuf,
+    pub manifest: serde_json::Value,
+    /// Warnings shown to the user (e.g. LoRA keys that matched nothing).
+    pub warnings: Vec<String>,
+}
+
+/// The scheduler the official code samples every SD1.5 motion module with (spec §8.1).
+pub fn scheduler_config() -> serde_json::Value {
+    json!({
+        "type": "DDIM",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "linear",
+        "steps_offset": 1,
+        "clip_sample": false,
+        "set_alpha_to_one": true,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "eta": 0.0
+    })
+}
+
+pub fn sha256_file(path: &Path) -> Result<String, Error> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn file_entries(files: &[PathBuf]) -> Result<Vec<serde_json::Value>, Error> {
+    files.iter().map(|p| Ok(json!({ "path": p, "sha256": sha256_file(p)? }))).collect()
+}
+
+fn dim_json(d: Option<usize>, name: &str) -> serde_json::Value {
+    d.map(|v| json!(v)).unwrap_or_else(|| json!(name))
+}
+
+/// Runs the whole build.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
+    let mut warnings = Vec::new();
+    for (name, v) in [("--height", opts.height), ("--width", opts.width)] {
+        if let Some(px) = v {
+            if px == 0 || px % 8 != 0 {
+                return Err(Error::Usage(format!("{name} {px} is not a positive multiple of 8 (the VAE's factor)")));
+            }
+        }
+    }
+
+    // Model files: the personalised checkpoint replaces every component it has.
+    let load = LoadOptions::default();
+    let base = opts.base.as_ref().map(|p| SdCheckpoint::open(p, &load)).transpose()?;
+    let personal = opts.personalized.as_ref().map(|p| SdCheckpoint::open(p, &load)).transpose()?;
+    let mut unrecognized = Vec::new();
+    for ck in base.iter().chain(personal.iter()) {
+        if !ck.unrecognized.is_empty() {
+            let msg = format!(
+                "{}: {} keys match no known layout and are not used (first: `{}`)",
+                ck.source.display(),
+                ck.unrecognized.len(),
+                ck.unrecognized[0]
+            );
+            unrecognized.push(msg.clone());
+            warnings.push(msg);
+        }
+    }
+    let model = match (personal, base) {
+        (Some(p), Some(b)) => p.over(b),
+        (Some(p), None) => p,
+        (None, Some(b)) => b,
+        (None, None) => return Err(Error::Usage("no model given: pass --base and/or --personalized".into())),
+    };
+    let missing: Vec<String> = [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder]
+        .into_iter()
+        .filter(|k| model.component(*k).is_none())
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no {} in the given files; pass a --base model that has {}",
+            model.source.display(),
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    let (unet, vae, text) = (model.unet.as_ref().unwrap(), model.vae.as_ref().unwrap(), model.text_encoder.as_ref().unwrap());
+
+    let motion = MotionModule::open(&opts.motion_module, opts.motion_version)?;
+
+    // Architecture: from shapes, then diffusers configs, then arch.json.
+    let mut a = ModelArch {
+        unet: arch::infer_unet(unet)?,
+        text_encoder: arch::infer_text_encoder(text)?,
+        vae: arch::infer_vae(vae)?,
+        motion_module: Default::default(),
+    };
+    arch::apply_diffusers_configs(&mut a, &model.configs);
+    let arch_source = match &opts.arch {
+        Some(p) => {
+            a = arch::apply_overrides(&a, p)?;
+            p.clone()
+        }
+        None => model.source.clone(),
+    };
+    a.validate(&arch_source)?;
+    check_motion_sites(&motion, &a)?;
+    if let Some(f) = opts.frames {
+        if f == 0 || f > motion.max_frames() {
+            return Err(Error::Usage(format!(
+                "--frames {f}: the motion module {} accepts 1 to {} frames (its positional table)",
+                opts.motion_module.display(),
+                motion.max_frames()
+            )));
+        }
+    }
+
+    // LoRAs, matched against the UNet, the text encoder and the motion module.
+    let mut loras = Vec::new();
+    let mut lora_json = Vec::new();
+    for spec in &opts.loras {
+        let lora = Lora::open(&spec.path)?;
+        let r = lora.resolve(&[unet, text, &motion.weights])?;
+        if !r.unmatched.is_empty() {
+            warnings.push(format!(
+                "{}: {} keys match no weight of the model and are not applied (first: `{}`)",
+                spec.path.display(),
+                r.unmatched.len(),
+                r.unmatched[0]
+            ));
+        }
+        lora_json.push(json!({
+            "path": spec.path,
+            "sha256": sha256_file(&spec.path)?,
+            "multiplier": json_f32(spec.multiplier),
+            "format": format!("{:?}", lora.format),
+            "modules": lora.len(),
+            "matched": r.targets.len(),
+            "unmatched_keys": r.unmatched,
+        }));
+        loras.push((lora, spec.multiplier));
+    }
+    let lora_set = if loras.is_empty() { None } else { Some(LoraSet::new(loras, opts.lora_scaling, &[unet, text, &motion.weights])?) };
+
+    // Output goes to a temporary sibling, renamed when complete.
+    let out = &opts.out;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let name = out.file_name().ok_or_else(|| Error::Usage(format!("--out {}: not a directory name", out.display())))?;
+    let tmp = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source);
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    replace_dir(&tmp, out)?;
+    Ok(BuildReport { out: out.clone(), manifest, warnings })
+}
+
+fn json_f32(v: f32) -> serde_json::Value {
+    // f32 → shortest decimal, so 0.8 stays 0.8
+    json!(format!("{v}").parse::<f64>().unwrap_or(v as f64))
+}
+
+/// The motion module's sites and widths must be the UNet's.
+fn check_motion_sites(mm: &MotionModule, a: &ModelArch) -> Result<(), Error> {
+    let ch = &a.unet.block_out_channels;
+    let n = ch.len();
+    let mut expected = Vec::new();
+    for (i, &c) in ch.iter().enumerate() {
+        for j in 0..a.unet.layers_per_block {
+            expected.push((format!("down_blocks.{i}.motion_modules.{j}"), c));
+        }
+    }
+    if mm.has_mid_block {
+        expected.push(("mid_block.motion_modules.0".into(), ch[n - 1]));
+    }
+    for i in 0..n {
+        for j in 0..=a.unet.layers_per_block {
+            expected.push((format!("up_blocks.{i}.motion_modules.{j}"), ch[n - 1 - i]));
+        }
+    }
+    let mut found = mm.sites.clone();
+    found.sort();
+    expected.sort();
+    if found != expected {
+        let first = expected.iter().zip(&found).find(|(e, f)| e != f).map(|(e, f)| format!("expected {e:?}, found {f:?}"));
+        return Err(Error::Format(animatediff_formats::Error::MotionModule {
+            path: mm.source.clone(),
+            reason: format!(
+                "does not fit the UNet (widths {ch:?}, {} layers per block): {} module sites expected, {} found{}",
+                a.unet.layers_per_block,
+                expected.len(),
+                found.len(),
+                first.map(|s| format!("; {s}")).unwrap_or_default()
+            ),
+        }));
+    }
+    Ok(())
+}
+
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(quiet: bool, total: u64) -> Self {
+        if quiet {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<14} [{bar:40}] {pos}/{len} tensors {binary_bytes_per_sec}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        Progress(Some(bar))
+    }
+
+    fn attach(&self, g: &mut Graph, what: &'static str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(what);
+            let bar = bar.clone();
+            g.on_weight(move |_, _| bar.inc(1));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_artifact(
+    opts: &BuildOptions,
+    dir: &Path,
+    a: &ModelArch,
+    model: &SdCheckpoint,
+    motion: &MotionModule,
+    loras: Option<&LoraSet>,
+    lora_json: Vec<serde_json::Value>,
+    unrecognized: Vec<String>,
+    arch_source: &Path,
+) -> Result<serde_json::Value, Error> {
+    let (unet, vae, text) = (model.unet.as_ref().unwrap(), model.vae.as_ref().unwrap(), model.text_encoder.as_ref().unwrap());
+    let producer = concat!("build-graph ", env!("CARGO_PKG_VERSION"));
+    let total = (unet.len() + motion.weights.len() + text.len() + vae.names().filter(|n| !n.starts_with("encoder.")).count()) as u64;
+    let progress = Progress::new(opts.quiet, total);
+    let weight_type = match opts.precision {
+        Precision::Fp32 => ElemType::F32,
+        Precision::Fp16 => ElemType::F16,
+    };
+    if opts.precision == Precision::Fp16 {
+        return Err(Error::Usage("--precision fp16 is not implemented yet; build with fp32".into()));
+    }
+
+    // text encoder
+    let te_path = dir.join("text_encoder.onnx");
+    let mut g = Graph::new("text_encoder", opts.opset, WeightStorage::Inline);
+    g.weight_type = weight_type;
+    progress.attach(&mut g, "text encoder");
+    let te = TextEncoder::new(&mut g, a.text_encoder.clone(), text, loras)?;
+    te.build(&mut g, None);
+    g.finish(&te_path, producer, &[]).map_err(io(&te_path))?;
+
+    // UNet with motion modules; weights as external data
+    let unet_path = dir.join("unet.onnx");
+    let data_path = external_data_path(&unet_path);
+    let mut g = Graph::new("unet", opts.opset, WeightStorage::external(&data_path).map_err(io(&data_path))?);
+    g.weight_type = weight_type;
+    progress.attach(&mut g, "UNet");
+    let cfg = UnetConfig {
+        arch: a.unet.clone(),
+        motion_version: motion.version,
+        motion: MotionConfig {
+            heads: a.motion_module.num_attention_heads,
+            groups: a.motion_module.norm_num_groups,
+            max_frames: motion.max_frames(),
+        },
+        motion_mid_block: motion.has_mid_block,
+    };
+    let net = Unet3d::new(&mut g, cfg, unet, loras, &motion.weights, loras)?;
+    let lat = |px: Option<usize>| px.map(|p| p / 8);
+    let shapes = UnetShapes { batch: None, frames: opts.frames, height: lat(opts.height), width: lat(opts.width) };
+    net.build(&mut g, &shapes);
+    g.finish(&unet_path, producer, &[]).map_err(io(&unet_path))?;
+
+    // VAE decoder
+    let vae_path = dir.join("vae_decoder.onnx");
+    let mut g = Graph::new("vae_decoder", opts.opset, WeightStorage::Inline);
+    progress.attach(&mut g, "VAE decoder");
+    let dec = VaeDecoder::new(&mut g, a.vae.clone(), vae)?;
+    dec.build(&mut g, lat(opts.height), lat(opts.width));
+    g.finish(&vae_path, producer, &[]).map_err(io(&vae_path))?;
+    progress.finish();
+
+    let tok_path = dir.join("tokenizer.json");
+    std::fs::write(&tok_path, CLIP_TOKENIZER_JSON).map_err(io(&tok_path))?;
+
+    // Manifest
+    let h = lat(opts.height);
+    let w = lat(opts.width);
+    let d = a.text_encoder.hidden_size;
+    let graphs = json!({
+        "text_encoder": {
+            "file": "text_encoder.onnx",
+            "inputs": [{ "name": "input_ids", "dtype": "int64", "shape": ["batch", 77] }],
+            "outputs": [{ "name": "last_hidden_state", "dtype": "float32", "shape": ["batch", 77, d] }],
+        },
+        "unet": {
+            "file": "unet.onnx",
+            "external_data": "unet.onnx.data",
+            "inputs": [
+                { "name": "sample", "dtype": "float32", "shape": ["batch", a.unet.in_channels, dim_json(opts.frames, "frames"), dim_json(h, "height"), dim_json(w, "width")] },
+                { "name": "timestep", "dtype": "float32", "shape": ["batch"] },
+                { "name": "encoder_hidden_states", "dtype": "float32", "shape": ["batch", 77, d] },
+            ],
+            "outputs": [{ "name": "noise_pred", "dtype": "float32", "shape": ["batch", a.unet.out_channels, dim_json(opts.frames, "frames"), dim_json(h, "height"), dim_json(w, "width")] }],
+        },
+        "vae_decoder": {
+            "file": "vae_decoder.onnx",
+            "inputs": [{ "name": "latent_sample", "dtype": "float32", "shape": ["N", a.vae.latent_channels, dim_json(h, "h"), dim_json(w, "w")] }],
+            "outputs": [{ "name": "sample", "dtype": "float32", "shape": ["N", 3, dim_json(h.map(|x| 8 * x), "H"), dim_json(w.map(|x| 8 * x), "W")] }],
+        },
+    });
+    let mut files = serde_json::Map::new();
+    for f in ["text_encoder.onnx", "unet.onnx", "unet.onnx.data", "vae_decoder.onnx", "tokenizer.json"] {
+        files.insert(f.into(), json!(sha256_file(&dir.join(f))?));
+    }
+    let component_files = |k: ComponentKind| -> Result<serde_json::Value, Error> {
+        Ok(json!(file_entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))
+    };
+    let manifest = json!({
+        "format": "animatediff-onnx artifact",
+        "artifact_version": ARTIFACT_VERSION,
+        "tool": { "name": "build-graph", "version": env!("CARGO_PKG_VERSION") },
+        "inputs": {
+            "base": opts.base,
+            "personalized": opts.personalized,
+            "components": {
+                "unet": component_files(ComponentKind::Unet)?,
+                "vae": component_files(ComponentKind::Vae)?,
+                "text_encoder": component_files(ComponentKind::TextEncoder)?,
+            },
+            "motion_module": {
+                "path": motion.source,
+                "sha256": sha256_file(&motion.source)?,
+                "version": motion.version.to_string(),
+                "detected_version": motion.detected.map(|v| v.to_string()),
+                "layout": format!("{:?}", motion.layout),
+                "mid_block": motion.has_mid_block,
+                "max_frames": motion.max_frames(),
+            },
+            "loras": lora_json,
+            "lora_scaling": opts.lora_scaling.to_string(),
+            "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(json!({ "path": p, "sha256": sha256_file(p)? })) }).transpose()?,
+            "unrecognized_keys": unrecognized,
+        },
+        "architecture": a,
+        "architecture_source": arch_source,
+        "motion_version": motion.version.to_string(),
+        "resnet_groupnorm": if motion.version.per_frame_resnet_groupnorm() { "per_frame" } else { "across_frames" },
+        "max_frames": motion.max_frames(),
+        "scheduler": scheduler_config(),
+        "precision": opts.precision.to_string(),
+        "opset": opts.opset,
+        "graphs": graphs,
+        "tokenizer": { "file": "tokenizer.json", "pad_token_id": 49407, "bos_token_id": 49406, "eos_token_id": 49407, "max_length": 77 },
+        "files": files,
+    });
+    let mpath = dir.join("manifest.json");
+    std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).unwrap() + "\n").map_err(io(&mpath))?;
+    Ok(manifest)
+}
+
+/// Moves the finished `tmp` to `out`, replacing a previous artifact but nothing else.
+fn replace_dir(tmp: &Path, out: &Path) -> Result<(), Error> {
+    if out.exists() {
+        let is_artifact = out.join("manifest.json").is_file();
+        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !is_artifact && !empty {
+            let _ = std::fs::remove_dir_all(tmp);
+            return Err(Error::Usage(format!(
+                "--out {}: the directory exists and is not an artifact of ours (no manifest.json); choose another or remove it",
+                out.display()
+            )));
+        }
+        let old = tmp.with_extension("old");
+        std::fs::rename(out, &old).map_err(io(out))?;
+        std::fs::rename(tmp, out).map_err(io(out))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        std::fs::rename(tmp, out).map_err(io(out))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The AnimateDiff motion module (`VanillaTemporalModule` → `TemporalTransformer3DModel`, spec §2.2):
+//! attention along the frame axis over `(B·H·W)` sequences of F frames.
+//!
+//! ```text
+//! x (B·F, C, H, W) → GroupNorm (per frame, eps 1e-6) → (B·F, H·W, C) → proj_in
+//! for a in 0, 1:  h += to_out(attn(rearrange((b f) d c → (b d) f c, LayerNorm_a(h)) + pe[:F]))
+//! h += FF(LayerNorm_ff(h)) → proj_out → (B·F, C, H, W) + x
+//! ```
+//! The positional encoding is computed from its formula (interleaved sin/cos, spec §2.3) and
+//! added to the LayerNorm output inside each attention block, before q/k/v (spec §11.4).
+
+use onnx_writer::{Graph, Value};
+
+use crate::error::Result;
+use crate::nn::{attention, FeedForward, Frames, GroupNorm, LayerNorm, Linear, NormSpan};
+use crate::weights::Weights;
+
+/// Motion-module hyper-parameters (all SD1.5 versions share them, spec §2.2).
+#[derive(Clone, Debug)]
+pub struct MotionConfig {
+    pub heads: usize,
+    pub groups: usize,
+    /// Rows of the positional table: the largest frame count the module accepts.
+    pub max_frames: usize,
+}
+
+/// `pe[p, 2i] = sin(p·div_i)`, `pe[p, 2i+1] = cos(p·div_i)`, `div_i = exp(2i·(−ln 10000 / C))`,
+/// evaluated in f32 like the reference.
+pub fn positional_table(len: usize, c: usize) -> Vec<f32> {
+    let mut pe = vec![0f32; len * c];
+    let k = -(10000f32).ln() / c as f32;
+    for i in 0..c / 2 {
+        let div = ((2 * i) as f32 * k).exp();
+        for p in 0..len {
+            let a = p as f32 * div;
+            pe[p * c + 2 * i] = a.sin();
+            pe[p * c + 2 * i + 1] = a.cos();
+        }
+    }
+    pe
+}
+
+struct TemporalAttention {
+    norm: LayerNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+}
+
+pub struct MotionModule {
+    norm: GroupNorm,
+    proj_in: Linear,
+    attention_blocks: Vec<TemporalAttention>,
+    ff_norm: LayerNorm,
+    ff: FeedForward,
+    proj_out: Linear,
+    pe: Value,
+    channels: usize,
+    heads: usize,
+}
+
+impl MotionModule {
+    /// `w` is scoped at `<site>.temporal_transformer`.
+    pub fn new(g: &mut Graph, w: Weights, c: usize, cfg: &MotionConfig) -> Result<Self> {
+        let block = w.pp("transformer_blocks.0");
+        let bw = block.w();
+        let mut attention_blocks = Vec::new();
+        for a in 0..2 {
+            let ab = bw.pp(format!("attention_blocks.{a}"));
+            let aw = ab.w();
+            attention_blocks.push(TemporalAttention {
+                norm: LayerNorm::new(g, bw.pp(format!("norms.{a}")).w(), c, 1e-5)?,
+                to_q: Linear::new(g, aw.pp("to_q").w(), c, c, false)?,
+                to_k: Linear::new(g, aw.pp("to_k").w(), c, c, false)?,
+                to_v: Linear::new(g, aw.pp("to_v").w(), c, c, false)?,
+                to_out: Linear::new(g, aw.pp("to_out.0").w(), c, c, true)?,
+            });
+        }
+        let pe = g.const_f32(&[cfg.max_frames, c], &positional_table(cfg.max_frames, c));
+        Ok(Self {
+            norm: GroupNorm::new(g, w.pp("norm").w(), c, cfg.groups, 1e-6)?,
+            proj_in: Linear::new(g, w.pp("proj_in").w(), c, c, true)?,
+            attention_blocks,
+            ff_norm: LayerNorm::new(g, bw.pp("ff_norm").w(), c, 1e-5)?,
+            ff: FeedForward::new(g, bw.pp("ff").w(), c)?,
+            proj_out: Linear::new(g, w.pp("proj_out").w(), c, c, true)?,
+            pe,
+            channels: c,
+            heads: cfg.heads,
+        })
+    }
+
+    /// `x`: `(B·F, C, H, W)` → same shape.
+    pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames) -> Value {
+        let c = self.channels as i64;
+        let h = self.norm.forward(g, x, NormSpan::PerFrame, None);
+        let h = g.transpose(&h, &[0, 2, 3, 1]);
+        let h = g.reshape_to(&h, &[0, -1, c]); // (B·F, D, C), D = H·W
+        let mut h = self.proj_in.forward(g, &h);
+        let tokens_shape = g.shape(&h);
+
+        // pe[:F]
+        let zero = g.const_i64(&[0]);
+        let pe = g.slice(&self.pe, &zero, &frames.f, &[0]);
+        // (B·F, D, C) ↔ (B·D, F, C)
+        let minus_one = g.const_i64(&[-1]);
+        let cc = g.const_i64(&[c]);
+        let bfdc = g.concat(&[&frames.b, &frames.f, &minus_one, &cc], 0);
+        let seq = g.concat(&[&minus_one, &frames.f, &cc], 0);
+        for a in &self.attention_blocks {
+            let n = a.norm.forward(g, &h);
+            let n = g.reshape(&n, &bfdc); // (B, F, D, C)
+            let n = g.transpose(&n, &[0, 2, 1, 3]); // (B, D, F, C)
+            let n = g.reshape(&n, &seq); // (B·D, F, C)
+            let n = g.add(&n, &pe);
+            let q = a.to_q.forward(g, &n);
+            let k = a.to_k.forward(g, &n);
+            let v = a.to_v.forward(g, &n);
+            let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+            let o = a.to_out.forward(g, &o);
+            let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
+            let o = g.reshape(&o, &bdfc); // (B, D, F, C)
+            let o = g.transpose(&o, &[0, 2, 1, 3]); // (B, F, D, C)
+            let o = g.reshape(&o, &tokens_shape); // (B·F, D, C)
+            h = g.add(&h, &o);
+        }
+        let n = self.ff_norm.forward(g, &h);
+        let f = self.ff.forward(g, &n);
+        let h = g.add(&h, &f);
+        let h = self.proj_out.forward(g, &h);
+        // (B·F, D, C) → (B·F, H, W, C) → (B·F, C, H, W)
+        let n = g.shape_slice(x, 0, 1);
+        let hw = g.shape_slice(x, 2, 4);
+        let nhwc = g.concat(&[&n, &hw, &cc], 0);
+        let h = g.reshape(&h, &nhwc);
+        let h = g.transpose(&h, &[0, 3, 1, 2]);
+        g.add(&h, x)
+    }
+}

@@ -1,0 +1,238 @@
+//! Layers shared by every component: Linear, Conv2d, GroupNorm (decomposed, per frame or across
+//! frames), LayerNorm, multi-head attention and the GEGLU feed-forward. Each `new` writes its
+//! weights; each `forward` emits nodes.
+
+use onnx_writer::{Graph, Value};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// `y = x Wᵀ + b` on the last axis. The weight is stored transposed (`[in, out]`) for MatMul.
+pub struct Linear {
+    w_t: Value,
+    b: Option<Value>,
+}
+
+impl Linear {
+    pub fn new(g: &mut Graph, w: Weights, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        let data = w.read("weight", &[out, inp])?;
+        let w_t = w.put(g, "weight", &[inp, out], &transpose(&data, out, inp))?;
+        let b = if bias { Some(w.tensor(g, "bias", &[out])?) } else { None };
+        Ok(Self { w_t, b })
+    }
+
+    /// From a [out, in, 1, 1] 1×1-conv weight used as a linear layer.
+    pub fn from_rows(g: &mut Graph, w: Weights, name: &str, rows: &[f32], bias: Option<&[f32]>, inp: usize, out: usize) -> Result<Self> {
+        let w_t = w.put(g, &format!("{name}.weight"), &[inp, out], &transpose(rows, out, inp))?;
+        let b = match bias {
+            Some(b) => Some(w.put(g, &format!("{name}.bias"), &[out], b)?),
+            None => None,
+        };
+        Ok(Self { w_t, b })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
+        let y = g.matmul(x, &self.w_t);
+        match &self.b {
+            Some(b) => g.add(&y, b),
+            None => y,
+        }
+    }
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = data[r * cols + c];
+        }
+    }
+    t
+}
+
+pub struct Conv2d {
+    w: Value,
+    b: Value,
+    stride: i64,
+    pad: i64,
+}
+
+impl Conv2d {
+    pub fn new(g: &mut Graph, w: Weights, cin: usize, cout: usize, k: usize, stride: i64) -> Result<Self> {
+        Ok(Self {
+            w: w.tensor(g, "weight", &[cout, cin, k, k])?,
+            b: w.tensor(g, "bias", &[cout])?,
+            stride,
+            pad: (k / 2) as i64,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
+        g.conv2d(x, &self.w, Some(&self.b), self.stride, self.pad)
+    }
+}
+
+/// Over which elements GroupNorm takes its statistics (spec §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormSpan {
+    /// Per image: `(C/G, H, W)` for each item of the `(B·F, C, H, W)` batch.
+    PerFrame,
+    /// Across frames: `(C/G, F, H, W)` for each video (v1's ResNet and output norms).
+    AcrossFrames,
+}
+
+/// Batch and frame counts of the running graph, as 1-element int64 values.
+#[derive(Clone, Debug)]
+pub struct Frames {
+    pub b: Value,
+    pub f: Value,
+}
+
+/// GroupNorm decomposed into reshape, mean and biased variance (spec §10), statistics in fp32.
+pub struct GroupNorm {
+    scale: Value,
+    shift: Value,
+    groups: i64,
+    eps: f32,
+}
+
+impl GroupNorm {
+    pub fn new(g: &mut Graph, w: Weights, channels: usize, groups: usize, eps: f32) -> Result<Self> {
+        let scale = w.read("weight", &[channels])?;
+        let shift = w.read("bias", &[channels])?;
+        Ok(Self {
+            scale: w.put(g, "weight", &[channels, 1, 1], &scale)?,
+            shift: w.put(g, "bias", &[channels, 1, 1], &shift)?,
+            groups: groups as i64,
+            eps,
+        })
+    }
+
+    /// `x`: `(N, C, H, W)`; with `AcrossFrames`, N = B·F and `frames` gives B and F.
+    pub fn forward(&self, g: &mut Graph, x: &Value, span: NormSpan, frames: Option<&Frames>) -> Value {
+        let (grouped, axes) = match (span, frames) {
+            (NormSpan::AcrossFrames, Some(fr)) => {
+                let tail = g.const_i64(&[self.groups, -1]);
+                let shape = g.concat(&[&fr.b, &fr.f, &tail], 0);
+                (g.reshape(x, &shape), vec![1, 3])
+            }
+            _ => (g.reshape_to(x, &[0, self.groups, -1]), vec![2]),
+        };
+        let mean = g.reduce_mean(&grouped, &axes);
+        let centred = g.sub(&grouped, &mean);
+        let sq = g.mul(&centred, &centred);
+        let var = g.reduce_mean(&sq, &axes);
+        let eps = g.scalar_f32(self.eps);
+        let var_eps = g.add(&var, &eps);
+        let std = g.sqrt(&var_eps);
+        let normed = g.div(&centred, &std);
+        let shape = g.shape(x);
+        let y = g.reshape(&normed, &shape);
+        let y = g.mul(&y, &self.scale);
+        g.add(&y, &self.shift)
+    }
+}
+
+pub struct LayerNorm {
+    scale: Value,
+    shift: Value,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(g: &mut Graph, w: Weights, channels: usize, eps: f32) -> Result<Self> {
+        Ok(Self { scale: w.tensor(g, "weight", &[channels])?, shift: w.tensor(g, "bias", &[channels])?, eps })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
+        g.layer_norm(x, &self.scale, &self.shift, self.eps)
+    }
+}
+
+/// Scaled dot-product attention over `(N, L, C)` sequences with `heads` heads, channels split
+/// head-major (`c = head·d + j`); `mask` is added to the scores.
+pub fn attention(g: &mut Graph, q: &Value, k: &Value, v: &Value, channels: usize, heads: usize, mask: Option<&Value>) -> Value {
+    let d = (channels / heads) as i64;
+    let h = heads as i64;
+    let qh = g.reshape_to(q, &[0, 0, h, d]);
+    let qh = g.transpose(&qh, &[0, 2, 1, 3]);
+    let kh = g.reshape_to(k, &[0, 0, h, d]);
+    let kh = g.transpose(&kh, &[0, 2, 3, 1]);
+    let vh = g.reshape_to(v, &[0, 0, h, d]);
+    let vh = g.transpose(&vh, &[0, 2, 1, 3]);
+    let scores = g.matmul(&qh, &kh);
+    let scale = g.scalar_f32((d as f32).powf(-0.5));
+    let mut scores = g.mul(&scores, &scale);
+    if let Some(m) = mask {
+        scores = g.add(&scores, m);
+    }
+    let p = g.softmax(&scores, -1);
+    let o = g.matmul(&p, &vh);
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    g.reshape_to(&o, &[0, 0, channels as i64])
+}
+
+/// Attention projections as in diffusers' `CrossAttention`: q/k/v without bias, `to_out.0` with.
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    channels: usize,
+    heads: usize,
+}
+
+impl Attention {
+    pub fn new(g: &mut Graph, w: Weights, channels: usize, context: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            to_q: Linear::new(g, w.pp("to_q").w(), channels, channels, false)?,
+            to_k: Linear::new(g, w.pp("to_k").w(), context, channels, false)?,
+            to_v: Linear::new(g, w.pp("to_v").w(), context, channels, false)?,
+            to_out: Linear::new(g, w.pp("to_out.0").w(), channels, channels, true)?,
+            channels,
+            heads,
+        })
+    }
+
+    /// `x`: `(N, L, C)`; `context`: `(N, S, Cctx)` or `None` for self-attention.
+    pub fn forward(&self, g: &mut Graph, x: &Value, context: Option<&Value>) -> Value {
+        let ctx = context.unwrap_or(x);
+        let q = self.to_q.forward(g, x);
+        let k = self.to_k.forward(g, ctx);
+        let v = self.to_v.forward(g, ctx);
+        let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+        self.to_out.forward(g, &o)
+    }
+}
+
+/// GEGLU feed-forward (spec §1.4): `p = x W1ᵀ + b1` (8C), `y = p[..4C] · GELU(p[4C..])`, then
+/// `Linear(4C → C)`. The first projection is stored as its two halves (value and gate).
+pub struct FeedForward {
+    value: Linear,
+    gate: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    pub fn new(g: &mut Graph, w: Weights, channels: usize) -> Result<Self> {
+        let inner = 4 * channels;
+        let proj = w.pp("net.0.proj");
+        let pw = proj.w().read("weight", &[2 * inner, channels])?;
+        let pb = proj.w().read("bias", &[2 * inner])?;
+        let (wa, wg) = pw.split_at(inner * channels);
+        let (ba, bg) = pb.split_at(inner);
+        Ok(Self {
+            value: Linear::from_rows(g, proj.w(), "value", wa, Some(ba), channels, inner)?,
+            gate: Linear::from_rows(g, proj.w(), "gate", wg, Some(bg), channels, inner)?,
+            out: Linear::new(g, w.pp("net.2").w(), inner, channels, true)?,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
+        let a = self.value.forward(g, x);
+        let gate = self.gate.forward(g, x);
+        let gelu = g.gelu_erf(&gate);
+        let y = g.mul(&a, &gelu);
+        self.out.forward(g, &y)
+    }
+}

@@ -1,0 +1,97 @@
+//! The CLIP text encoder (spec §6.1): token + position embeddings, pre-LayerNorm transformer
+//! layers with causal self-attention and quick-GELU MLPs, final LayerNorm.
+//! `input_ids` int64 [B,77] → `last_hidden_state` f32 [B,77,D]. No padding mask (spec §11.12).
+
+use animatediff_formats::arch::TextEncoderArch;
+use animatediff_formats::ComponentWeights;
+use onnx_writer::{Dim, ElemType, Graph, Value};
+
+use crate::error::Result;
+use crate::nn::{attention, LayerNorm, Linear};
+use crate::weights::Weights;
+
+pub const SEQUENCE_LENGTH: usize = 77;
+
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct TextEncoder {
+    arch: TextEncoderArch,
+    token_embedding: Value,
+    position_embedding: Value,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+}
+
+impl TextEncoder {
+    pub fn new(g: &mut Graph, arch: TextEncoderArch, text: &ComponentWeights, loras: Option<&animatediff_formats::LoraSet>) -> Result<Self> {
+        let scope = Weights::new(text, loras);
+        let root = scope.w().pp("text_model");
+        let w = root.w();
+        let d = arch.hidden_size;
+        let token_embedding = w.tensor(g, "embeddings.token_embedding.weight", &[arch.vocab_size, d])?;
+        let pos = w.read("embeddings.position_embedding.weight", &[arch.max_position_embeddings, d])?;
+        let position_embedding = w.put(g, "embeddings.position_embedding.weight", &[SEQUENCE_LENGTH, d], &pos[..SEQUENCE_LENGTH * d])?;
+        let mut layers = Vec::new();
+        for i in 0..arch.num_hidden_layers {
+            let l = w.pp(format!("encoder.layers.{i}"));
+            let lw = l.w();
+            layers.push(EncoderLayer {
+                layer_norm1: LayerNorm::new(g, lw.pp("layer_norm1").w(), d, 1e-5)?,
+                q_proj: Linear::new(g, lw.pp("self_attn.q_proj").w(), d, d, true)?,
+                k_proj: Linear::new(g, lw.pp("self_attn.k_proj").w(), d, d, true)?,
+                v_proj: Linear::new(g, lw.pp("self_attn.v_proj").w(), d, d, true)?,
+                out_proj: Linear::new(g, lw.pp("self_attn.out_proj").w(), d, d, true)?,
+                layer_norm2: LayerNorm::new(g, lw.pp("layer_norm2").w(), d, 1e-5)?,
+                fc1: Linear::new(g, lw.pp("mlp.fc1").w(), d, arch.intermediate_size, true)?,
+                fc2: Linear::new(g, lw.pp("mlp.fc2").w(), arch.intermediate_size, d, true)?,
+            });
+        }
+        let final_layer_norm = LayerNorm::new(g, w.pp("final_layer_norm").w(), d, 1e-5)?;
+        Ok(Self { arch, token_embedding, position_embedding, layers, final_layer_norm })
+    }
+
+    pub fn build(&self, g: &mut Graph, batch: Option<usize>) -> Value {
+        let b = batch.map(Dim::Fixed).unwrap_or_else(|| Dim::sym("batch"));
+        let ids = g.input("input_ids", ElemType::I64, &[b.clone(), Dim::Fixed(SEQUENCE_LENGTH)]);
+        let tok = g.gather(&self.token_embedding, &ids, 0);
+        let mut h = g.add(&tok, &self.position_embedding);
+        // causal mask: token i attends to j ≤ i
+        let n = SEQUENCE_LENGTH;
+        let mask: Vec<f32> = (0..n * n).map(|k| if k % n > k / n { f32::MIN } else { 0.0 }).collect();
+        let mask = g.const_f32(&[n, n], &mask);
+        let heads = self.arch.num_attention_heads;
+        let d = self.arch.hidden_size;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = g.scoped(&format!("layers.{i}"), |g| {
+                let x = l.layer_norm1.forward(g, &h);
+                let q = l.q_proj.forward(g, &x);
+                let k = l.k_proj.forward(g, &x);
+                let v = l.v_proj.forward(g, &x);
+                let a = attention(g, &q, &k, &v, d, heads, Some(&mask));
+                let a = l.out_proj.forward(g, &a);
+                let h = g.add(&h, &a);
+                let x = l.layer_norm2.forward(g, &h);
+                let x = l.fc1.forward(g, &x);
+                // quick_gelu(x) = x · sigmoid(1.702 x)
+                let k = g.scalar_f32(1.702);
+                let s = g.mul(&x, &k);
+                let s = g.sigmoid(&s);
+                let x = g.mul(&x, &s);
+                let x = l.fc2.forward(g, &x);
+                g.add(&h, &x)
+            });
+        }
+        let out = self.final_layer_norm.forward(g, &h);
+        g.output(&out, "last_hidden_state", ElemType::F32, &[b, Dim::Fixed(SEQUENCE_LENGTH), Dim::Fixed(d)]);
+        out
+    }
+}

@@ -1,0 +1,303 @@
+//! A graph under construction: inputs, nodes, initializers, outputs. Weights are written as they
+//! are added — inline in the model, or streamed to an external-data file next to it (so a model
+//! larger than protobuf's 2 GB limit can be written without holding its weights in memory).
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::proto::*;
+
+/// A value flowing through the graph (the name of a node output, input or initializer).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Value(pub String);
+
+/// A graph input/output dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    Symbolic(String),
+}
+
+impl Dim {
+    pub fn sym(name: &str) -> Dim {
+        Dim::Symbolic(name.to_owned())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F16,
+    I64,
+}
+
+impl ElemType {
+    pub fn onnx(self) -> i32 {
+        match self {
+            ElemType::F32 => data_type::FLOAT,
+            ElemType::F16 => data_type::FLOAT16,
+            ElemType::I64 => data_type::INT64,
+        }
+    }
+}
+
+/// Where initializer bytes go.
+pub enum WeightStorage {
+    /// Inside the model file (for models well under 2 GB).
+    Inline,
+    /// Into `<dir>/<file_name>`, referenced by offset and length.
+    External { file_name: String, writer: BufWriter<File>, offset: u64 },
+}
+
+impl WeightStorage {
+    /// Streams weights to `path` (its file name is what the model references; keep it beside the model).
+    pub fn external(path: &Path) -> std::io::Result<Self> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| std::io::Error::other(format!("{}: not a file name", path.display())))?
+            .to_owned();
+        Ok(WeightStorage::External { file_name, writer: BufWriter::with_capacity(1 << 22, File::create(path)?), offset: 0 })
+    }
+}
+
+/// Offsets of large tensors are page-aligned so runtimes can memory-map them.
+const PAGE: u64 = 4096;
+const SMALL_ALIGN: u64 = 64;
+
+pub struct Graph {
+    name: String,
+    pub opset: i64,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    next_id: usize,
+    scope: Vec<String>,
+    storage: WeightStorage,
+    /// Element type weights are stored in.
+    pub weight_type: ElemType,
+    /// Number of weight tensors and bytes written so far.
+    pub weights_written: (usize, u64),
+    progress: Option<Box<dyn FnMut(&str, u64)>>,
+}
+
+impl Graph {
+    pub fn new(name: &str, opset: i64, storage: WeightStorage) -> Self {
+        Self {
+            name: name.to_owned(),
+            opset,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            next_id: 0,
+            scope: Vec::new(),
+            storage,
+            weight_type: ElemType::F32,
+            weights_written: (0, 0),
+            progress: None,
+        }
+    }
+
+    /// Called after each weight is written with its name and byte size.
+    pub fn on_weight(&mut self, f: impl FnMut(&str, u64) + 'static) {
+        self.progress = Some(Box::new(f));
+    }
+
+    /// Runs `f` with node names prefixed by `scope` (for readable graphs).
+    pub fn scoped<T>(&mut self, scope: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.scope.push(scope.to_owned());
+        let r = f(self);
+        self.scope.pop();
+        r
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.next_id += 1;
+        if self.scope.is_empty() {
+            format!("{hint}_{}", self.next_id)
+        } else {
+            format!("{}/{hint}_{}", self.scope.join("/"), self.next_id)
+        }
+    }
+
+    pub fn input(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> Value {
+        self.inputs.push(value_info(name, elem, dims));
+        Value(name.to_owned())
+    }
+
+    /// Declares `v` as a graph output called `name`.
+    pub fn output(&mut self, v: &Value, name: &str, elem: ElemType, dims: &[Dim]) {
+        self.nodes.push(NodeProto {
+            input: vec![v.0.clone()],
+            output: vec![name.to_owned()],
+            name: format!("output/{name}"),
+            op_type: "Identity".into(),
+            ..Default::default()
+        });
+        self.outputs.push(value_info(name, elem, dims));
+    }
+
+    /// Adds a node with one output.
+    pub fn op(&mut self, op_type: &str, inputs: &[&Value], attrs: Vec<AttributeProto>) -> Value {
+        self.op_n(op_type, inputs, attrs, 1).pop().unwrap()
+    }
+
+    /// Adds a node with `n` outputs.
+    pub fn op_n(&mut self, op_type: &str, inputs: &[&Value], attribute: Vec<AttributeProto>, n: usize) -> Vec<Value> {
+        let name = self.fresh(op_type);
+        let outputs: Vec<String> = (0..n).map(|i| if n == 1 { name.clone() } else { format!("{name}:{i}") }).collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|v| v.0.clone()).collect(),
+            output: outputs.clone(),
+            name,
+            op_type: op_type.to_owned(),
+            attribute,
+            domain: String::new(),
+        });
+        outputs.into_iter().map(Value).collect()
+    }
+
+    /// A small constant, stored in the model (shape vectors, scalars, tables).
+    pub fn const_f32(&mut self, shape: &[usize], data: &[f32]) -> Value {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "constant shape");
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            name: name.clone(),
+            raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        Value(name)
+    }
+
+    pub fn scalar_f32(&mut self, v: f32) -> Value {
+        self.const_f32(&[], &[v])
+    }
+
+    /// A 1-D int64 constant.
+    pub fn const_i64(&mut self, data: &[i64]) -> Value {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: vec![data.len() as i64],
+            data_type: data_type::INT64,
+            name: name.clone(),
+            raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        Value(name)
+    }
+
+    /// A weight: stored with `weight_type`, inline or streamed to the external-data file.
+    pub fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> std::io::Result<Value> {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "weight {name}: shape and data differ");
+        let bytes: Vec<u8> = match self.weight_type {
+            ElemType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+            _ => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        let mut t = TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: self.weight_type.onnx(),
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        match &mut self.storage {
+            WeightStorage::Inline => t.raw_data = bytes.clone(),
+            WeightStorage::External { file_name, writer, offset } => {
+                let align = if bytes.len() as u64 >= PAGE { PAGE } else { SMALL_ALIGN };
+                let pad = (align - *offset % align) % align;
+                writer.write_all(&vec![0u8; pad as usize])?;
+                *offset += pad;
+                writer.write_all(&bytes)?;
+                t.data_location = 1;
+                t.external_data = vec![
+                    entry("location", file_name),
+                    entry("offset", &offset.to_string()),
+                    entry("length", &bytes.len().to_string()),
+                ];
+                *offset += bytes.len() as u64;
+            }
+        }
+        self.initializers.push(t);
+        self.weights_written.0 += 1;
+        self.weights_written.1 += bytes.len() as u64;
+        if let Some(p) = &mut self.progress {
+            p(name, bytes.len() as u64);
+        }
+        Ok(Value(name.to_owned()))
+    }
+
+    /// Writes the model to `path` (and flushes the external-data file). Returns the model's size.
+    pub fn finish(self, path: &Path, producer: &str, metadata: &[(String, String)]) -> std::io::Result<u64> {
+        if let WeightStorage::External { mut writer, .. } = self.storage {
+            writer.flush()?;
+            let f = writer.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+        }
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
+            producer_name: "animatediff-onnx".into(),
+            producer_version: producer.to_owned(),
+            doc_string: String::new(),
+            graph: Some(GraphProto {
+                node: self.nodes,
+                name: self.name,
+                initializer: self.initializers,
+                doc_string: String::new(),
+                input: self.inputs,
+                output: self.outputs,
+                value_info: Vec::new(),
+            }),
+            metadata_props: metadata.iter().map(|(k, v)| entry(k, v)).collect(),
+        };
+        let bytes = model.encode_to_vec();
+        let mut f = File::create(path)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        Ok(f.stream_position()?)
+    }
+
+    /// Number of nodes so far.
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+fn entry(k: &str, v: &str) -> StringStringEntryProto {
+    StringStringEntryProto { key: k.to_owned(), value: v.to_owned() }
+}
+
+fn value_info(name: &str, elem: ElemType, dims: &[Dim]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_owned(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: elem.onnx(),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Dim::Fixed(n) => DimensionValue::DimValue(*n as i64),
+                                Dim::Symbolic(s) => DimensionValue::DimParam(s.clone()),
+                            }),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+/// Path of the external-data file that goes with a model file (`unet.onnx` → `unet.onnx.data`).
+pub fn external_data_path(model: &Path) -> PathBuf {
+    let mut s = model.as_os_str().to_owned();
+    s.push(".data");
+    PathBuf::from(s)
+}

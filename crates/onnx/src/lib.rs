@@ -1,0 +1,12 @@
+//! Writes ONNX models from Rust: protobuf messages for the subset of the schema we emit
+//! ([`proto`]), a graph builder that streams weights to external data ([`Graph`]), and typed
+//! operator helpers ([`ops`]). Knows nothing about diffusion.
+
+pub mod graph;
+pub mod ops;
+pub mod proto;
+
+pub use graph::{external_data_path, Dim, ElemType, Graph, Value, WeightStorage};
+
+/// Default opset: 17 (LayerNormalization available; GroupNorm is decomposed, spec §10).
+pub const DEFAULT_OPSET: i64 = 17;
