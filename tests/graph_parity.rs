@@ -1,0 +1,176 @@
+//! `build-graph` on the tiny fixtures, all three graphs run with tract AND with ONNX Runtime (CPU,
+//! through `ort` load-dynamic) and compared with the reference goldens of `tools/reference`
+//! (official AnimateDiff semantics): for v1, v2, v3 × base / personalised / personalised + LoRA
+//! with both scalings. Bound: max abs error ≤ 1e-3 × max |reference|; a faithful fp32 graph
+//! measures ~1e-6 here, structural mistakes give 1e-1.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use animatediff_cli::build::{build, BuildOptions, Precision};
+use animatediff_formats::{LoraScaling, LoraSpec};
+use animatediff_onnx::{fixtures, goldens_dir, ort_library, Deviation};
+use ndarray::ArrayD;
+use ndarray_npy::NpzReader;
+
+const TOLERANCE: f32 = 1e-3;
+
+struct Golden(NpzReader<File>);
+
+impl Golden {
+    fn open(name: &str) -> Self {
+        let p = goldens_dir().join(format!("{name}.npz"));
+        Golden(NpzReader::new(File::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap())
+    }
+    fn f32(&mut self, n: &str) -> ArrayD<f32> {
+        self.0.by_name(n).unwrap()
+    }
+    fn i64(&mut self, n: &str) -> ArrayD<i64> {
+        self.0.by_name(n).unwrap()
+    }
+}
+
+enum Input {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+impl Input {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Input::F32(a) => a.shape().to_vec(),
+            Input::I64(a) => a.shape().to_vec(),
+        }
+    }
+}
+
+fn run_tract(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let mut m = tract_onnx::onnx().model_for_path(model).unwrap_or_else(|e| panic!("tract loading {}: {e:?}", model.display()));
+    for (i, (_, input)) in inputs.iter().enumerate() {
+        let fact = match input {
+            Input::F32(_) => f32::fact(input.shape()),
+            Input::I64(_) => i64::fact(input.shape()),
+        };
+        m.set_input_fact(i, fact.into()).unwrap();
+    }
+    let plan = m.into_optimized().and_then(|m| m.into_runnable()).unwrap_or_else(|e| panic!("tract optimising {}: {e:?}", model.display()));
+    let tensors: TVec<TValue> = inputs
+        .iter()
+        .map(|(_, input)| match input {
+            Input::F32(a) => Tensor::from_shape(a.shape(), a.as_slice().unwrap()).unwrap().into(),
+            Input::I64(a) => Tensor::from_shape(a.shape(), a.as_slice().unwrap()).unwrap().into(),
+        })
+        .collect();
+    let out = plan.run(tensors).unwrap_or_else(|e| panic!("tract running {}: {e:?}", model.display()));
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+fn ort_env() -> &'static ort::environment::Environment {
+    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = ort_library().unwrap();
+        ort::init_from(&lib).unwrap_or_else(|e| panic!("loading {}: {e}", lib.display())).build().unwrap()
+    })
+}
+
+fn run_ort(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
+    let mut session = ort::session::Session::builder(ort_env())
+        .unwrap()
+        .commit_from_file(model)
+        .unwrap_or_else(|e| panic!("ORT loading {}: {e}", model.display()));
+    let values: Vec<(String, ort::session::SessionInputValue)> = inputs
+        .iter()
+        .map(|(n, input)| {
+            let v: ort::session::SessionInputValue = match input {
+                Input::F32(a) => ort::value::Tensor::from_array(a.clone()).unwrap().into(),
+                Input::I64(a) => ort::value::Tensor::from_array(a.clone()).unwrap().into(),
+            };
+            (n.to_string(), v)
+        })
+        .collect();
+    let outputs = session.run(values).unwrap_or_else(|e| panic!("ORT running {}: {e}", model.display()));
+    let (_, data) = outputs[0].try_extract_tensor::<f32>().unwrap();
+    data.to_vec()
+}
+
+fn check(what: &str, got: &[f32], reference: &ArrayD<f32>) -> Deviation {
+    let d = Deviation::of(got, reference.as_slice().unwrap());
+    println!("{what:40} {d}");
+    assert!(d.max_abs <= TOLERANCE * d.max_ref, "{what}: {d} exceeds {TOLERANCE} × max|ref|");
+    d
+}
+
+fn parity(variant: &str, mm: &str) {
+    let set = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifact");
+    let personalized = variant != "base";
+    let scaling = if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official };
+    let loras = if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] };
+    let report = build(&BuildOptions {
+        base: Some(set.path("base.safetensors")),
+        personalized: personalized.then(|| set.path("personalized.safetensors")),
+        loras,
+        lora_scaling: scaling,
+        motion_module: set.path(&format!("mm_{mm}.ckpt")),
+        motion_version: None,
+        arch: None,
+        frames: None,
+        height: None,
+        width: None,
+        precision: Precision::Fp32,
+        out: out.clone(),
+        opset: onnx_writer_opset(),
+        quiet: true,
+    })
+    .unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.manifest["motion_version"], mm);
+
+    let name = format!("{variant}_{mm}");
+    let mut g = Golden::open(&name);
+    let ids = Input::I64(g.i64("te_input_ids"));
+    let te_ref = g.f32("te_last_hidden_state");
+    let unet_in = [
+        ("sample", Input::F32(g.f32("unet_sample"))),
+        ("timestep", Input::F32(g.f32("unet_timestep"))),
+        ("encoder_hidden_states", Input::F32(g.f32("unet_encoder_hidden_states"))),
+    ];
+    let unet_ref = g.f32("unet_noise_pred");
+    let vae_in = Input::F32(g.f32("vae_latent_sample"));
+    let vae_ref = g.f32("vae_sample");
+    let unet_inputs: Vec<(&str, &Input)> = unet_in.iter().map(|(n, i)| (*n, i)).collect();
+
+    for (runtime, run) in [("tract", run_tract as fn(&Path, &[(&str, &Input)]) -> Vec<f32>), ("ort-cpu", run_ort)] {
+        check(&format!("{name} {runtime} text_encoder"), &run(&out.join("text_encoder.onnx"), &[("input_ids", &ids)]), &te_ref);
+        check(&format!("{name} {runtime} unet"), &run(&out.join("unet.onnx"), &unet_inputs), &unet_ref);
+        check(&format!("{name} {runtime} vae_decoder"), &run(&out.join("vae_decoder.onnx"), &[("latent_sample", &vae_in)]), &vae_ref);
+    }
+}
+
+fn onnx_writer_opset() -> i64 {
+    17
+}
+
+macro_rules! parity_tests {
+    ($($test:ident => ($variant:expr, $mm:expr),)*) => {
+        $(#[test] fn $test() { parity($variant, $mm) })*
+    };
+}
+
+parity_tests! {
+    base_v1 => ("base", "v1"),
+    base_v2 => ("base", "v2"),
+    base_v3 => ("base", "v3"),
+    personalized_v1 => ("personalized", "v1"),
+    personalized_v2 => ("personalized", "v2"),
+    personalized_v3 => ("personalized", "v3"),
+    personalized_lora_official_v1 => ("personalized_lora_official", "v1"),
+    personalized_lora_official_v2 => ("personalized_lora_official", "v2"),
+    personalized_lora_official_v3 => ("personalized_lora_official", "v3"),
+    personalized_lora_kohya_v1 => ("personalized_lora_kohya", "v1"),
+    personalized_lora_kohya_v2 => ("personalized_lora_kohya", "v2"),
+    personalized_lora_kohya_v3 => ("personalized_lora_kohya", "v3"),
+}
