@@ -124,6 +124,7 @@ fn parity(variant: &str, mm: &str) {
         out: out.clone(),
         opset: onnx_writer_opset(),
         quiet: true,
+        max_file_bytes: u64::MAX,
     })
     .unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);

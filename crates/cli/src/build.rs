@@ -18,6 +18,9 @@ use onnx_writer::{external_data_path, ElemType, Graph, WeightStorage};
 /// The CLIP BPE tokenizer shipped with every artifact (see `crates/cli/assets/README.md`).
 pub const CLIP_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/clip_tokenizer.json");
 
+/// No file of an artifact may reach protobuf's 2 GiB limit.
+const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// Version of the artifact layout and manifest; `animate` refuses other versions.
 pub const ARTIFACT_VERSION: u32 = 1;
 
@@ -63,6 +66,8 @@ pub struct BuildOptions {
     pub out: PathBuf,
     pub opset: i64,
     pub quiet: bool,
+    /// Largest external-data file (default just under 2 GiB); more files are written beyond it.
+    pub max_file_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +372,7 @@ fn write_artifact(
     // UNet with motion modules; weights as external data
     let unet_path = dir.join("unet.onnx");
     let data_path = external_data_path(&unet_path);
-    let mut g = Graph::new("unet", opts.opset, WeightStorage::external(&data_path).map_err(io(&data_path))?);
+    let mut g = Graph::new("unet", opts.opset, WeightStorage::external(&data_path, opts.max_file_bytes).map_err(io(&data_path))?);
     g.weight_type = weight_type;
     progress.attach(&mut g, "UNet");
     let cfg = UnetConfig {
@@ -384,6 +389,7 @@ fn write_artifact(
     let lat = |px: Option<usize>| px.map(|p| p / 8);
     let shapes = UnetShapes { batch: None, frames: opts.frames, height: lat(opts.height), width: lat(opts.width) };
     net.build(&mut g, &shapes);
+    let unet_data_files = g.external_files();
     g.finish(&unet_path, producer, &[]).map_err(io(&unet_path))?;
 
     // VAE decoder
@@ -410,7 +416,7 @@ fn write_artifact(
         },
         "unet": {
             "file": "unet.onnx",
-            "external_data": "unet.onnx.data",
+            "external_data": unet_data_files,
             "inputs": [
                 { "name": "sample", "dtype": "float32", "shape": ["batch", a.unet.in_channels, dim_json(opts.frames, "frames"), dim_json(h, "height"), dim_json(w, "width")] },
                 { "name": "timestep", "dtype": "float32", "shape": ["batch"] },
@@ -425,8 +431,14 @@ fn write_artifact(
         },
     });
     let mut files = serde_json::Map::new();
-    for f in ["text_encoder.onnx", "unet.onnx", "unet.onnx.data", "vae_decoder.onnx", "tokenizer.json"] {
-        files.insert(f.into(), json!(sha256_file(&dir.join(f))?));
+    let written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "tokenizer.json"].map(String::from);
+    for f in written.iter().chain(&unet_data_files) {
+        let p = dir.join(f);
+        let size = std::fs::metadata(&p).map_err(io(&p))?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(Error::Usage(format!("{}: {size} bytes, over the 2 GB limit of a single file", p.display())));
+        }
+        files.insert(f.clone(), json!(sha256_file(&p)?));
     }
     let component_files = |k: ComponentKind| -> Result<serde_json::Value, Error> {
         Ok(json!(file_entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))

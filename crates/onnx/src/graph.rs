@@ -48,19 +48,77 @@ impl ElemType {
 pub enum WeightStorage {
     /// Inside the model file (for models well under 2 GB).
     Inline,
-    /// Into `<dir>/<file_name>`, referenced by offset and length.
-    External { file_name: String, writer: BufWriter<File>, offset: u64 },
+    /// Streamed into external-data files beside the model: `<name>`, then `<name>.1`, `<name>.2`,
+    /// ... each kept under `max_file_bytes` (no file over protobuf's 2 GB, spec'd for portability).
+    External(ExternalData),
 }
 
+pub struct ExternalData {
+    dir: PathBuf,
+    base_name: String,
+    max_file_bytes: u64,
+    files: Vec<String>,
+    writer: BufWriter<File>,
+    offset: u64,
+}
+
+/// Default cap of one external-data file: just under 2 GiB.
+pub const MAX_EXTERNAL_FILE_BYTES: u64 = (2 << 30) - (64 << 20);
+
 impl WeightStorage {
-    /// Streams weights to `path` (its file name is what the model references; keep it beside the model).
-    pub fn external(path: &Path) -> std::io::Result<Self> {
-        let file_name = path
+    /// Streams weights to `path` (and further shards beside it when it would pass `max_file_bytes`).
+    pub fn external(path: &Path, max_file_bytes: u64) -> std::io::Result<Self> {
+        let base_name = path
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| std::io::Error::other(format!("{}: not a file name", path.display())))?
             .to_owned();
-        Ok(WeightStorage::External { file_name, writer: BufWriter::with_capacity(1 << 22, File::create(path)?), offset: 0 })
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(WeightStorage::External(ExternalData {
+            writer: BufWriter::with_capacity(1 << 22, File::create(path)?),
+            dir,
+            files: vec![base_name.clone()],
+            base_name,
+            max_file_bytes,
+            offset: 0,
+        }))
+    }
+
+    /// Names of the external-data files written so far.
+    pub fn files(&self) -> &[String] {
+        match self {
+            WeightStorage::Inline => &[],
+            WeightStorage::External(e) => &e.files,
+        }
+    }
+}
+
+impl ExternalData {
+    /// Appends `bytes` (aligned), opening the next shard first if this one would grow too large.
+    /// Returns (file name, offset).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<(String, u64)> {
+        let align = if bytes.len() as u64 >= PAGE { PAGE } else { SMALL_ALIGN };
+        let mut pad = (align - self.offset % align) % align;
+        if self.offset > 0 && self.offset + pad + bytes.len() as u64 > self.max_file_bytes {
+            self.writer.flush()?;
+            let name = format!("{}.{}", self.base_name, self.files.len());
+            self.writer = BufWriter::with_capacity(1 << 22, File::create(self.dir.join(&name))?);
+            self.files.push(name);
+            self.offset = 0;
+            pad = 0;
+        }
+        self.writer.write_all(&vec![0u8; pad as usize])?;
+        self.offset += pad;
+        let at = self.offset;
+        self.writer.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        Ok((self.files.last().unwrap().clone(), at))
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.writer.flush()?;
+        let f = self.writer.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()
     }
 }
 
@@ -208,19 +266,11 @@ impl Graph {
         };
         match &mut self.storage {
             WeightStorage::Inline => t.raw_data = bytes.clone(),
-            WeightStorage::External { file_name, writer, offset } => {
-                let align = if bytes.len() as u64 >= PAGE { PAGE } else { SMALL_ALIGN };
-                let pad = (align - *offset % align) % align;
-                writer.write_all(&vec![0u8; pad as usize])?;
-                *offset += pad;
-                writer.write_all(&bytes)?;
+            WeightStorage::External(ext) => {
+                let (file, offset) = ext.append(&bytes)?;
                 t.data_location = 1;
-                t.external_data = vec![
-                    entry("location", file_name),
-                    entry("offset", &offset.to_string()),
-                    entry("length", &bytes.len().to_string()),
-                ];
-                *offset += bytes.len() as u64;
+                t.external_data =
+                    vec![entry("location", &file), entry("offset", &offset.to_string()), entry("length", &bytes.len().to_string())];
             }
         }
         self.initializers.push(t);
@@ -234,10 +284,8 @@ impl Graph {
 
     /// Writes the model to `path` (and flushes the external-data file). Returns the model's size.
     pub fn finish(self, path: &Path, producer: &str, metadata: &[(String, String)]) -> std::io::Result<u64> {
-        if let WeightStorage::External { mut writer, .. } = self.storage {
-            writer.flush()?;
-            let f = writer.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+        if let WeightStorage::External(ext) = self.storage {
+            ext.finish()?;
         }
         let model = ModelProto {
             ir_version: 8,
@@ -261,6 +309,11 @@ impl Graph {
         f.write_all(&bytes)?;
         f.sync_all()?;
         Ok(f.stream_position()?)
+    }
+
+    /// External-data files written so far (empty for inline weights).
+    pub fn external_files(&self) -> Vec<String> {
+        self.storage.files().to_vec()
     }
 
     /// Number of nodes so far.

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         out: a.out,
         opset: a.opset,
         quiet: a.quiet,
+        max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
     };
     let start = std::time::Instant::now();
     match build(&opts) {
