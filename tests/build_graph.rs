@@ -24,6 +24,7 @@ fn options(out: &Path, mm: &str) -> BuildOptions {
         height: None,
         width: None,
         precision: Precision::Fp32,
+        vae_precision: Precision::Fp32,
         out: out.to_path_buf(),
         opset: 17,
         quiet: true,

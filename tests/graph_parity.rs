@@ -14,7 +14,14 @@ use animatediff_onnx::{fixtures, goldens_dir, ort_library, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
+/// fp32 graphs: max abs error ≤ 1e-3 × max |reference| (measured: ≤ 5e-6).
 const TOLERANCE: f32 = 1e-3;
+/// fp16 graphs (weights, matmuls and activations in fp16; norm statistics and softmax in fp32)
+/// on ONNX Runtime CPU: half precision's 11-bit mantissa through ~60 layers (measured ≤ 2e-3).
+const TOLERANCE_FP16_ORT: f32 = 1e-2;
+/// The same graphs on tract measure ~5× more (≤ 1.2e-2 on the UNet; cause not established —
+/// possibly f16 accumulation in tract's CPU kernels), hence a separate bound.
+const TOLERANCE_FP16_TRACT: f32 = 3e-2;
 
 struct Golden(NpzReader<File>);
 
@@ -95,14 +102,18 @@ fn run_ort(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
     data.to_vec()
 }
 
-fn check(what: &str, got: &[f32], reference: &ArrayD<f32>) -> Deviation {
+fn check(what: &str, got: &[f32], reference: &ArrayD<f32>, tolerance: f32) -> Deviation {
     let d = Deviation::of(got, reference.as_slice().unwrap());
-    println!("{what:40} {d}");
-    assert!(d.max_abs <= TOLERANCE * d.max_ref, "{what}: {d} exceeds {TOLERANCE} × max|ref|");
+    println!("{what:45} {d}");
+    assert!(d.max_abs <= tolerance * d.max_ref, "{what}: {d} exceeds {tolerance} × max|ref|");
     d
 }
 
 fn parity(variant: &str, mm: &str) {
+    parity_at(variant, mm, Precision::Fp32)
+}
+
+fn parity_at(variant: &str, mm: &str, precision: Precision) {
     let set = fixtures();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artifact");
@@ -120,7 +131,8 @@ fn parity(variant: &str, mm: &str) {
         frames: None,
         height: None,
         width: None,
-        precision: Precision::Fp32,
+        precision,
+        vae_precision: precision,
         out: out.clone(),
         opset: onnx_writer_opset(),
         quiet: true,
@@ -132,6 +144,7 @@ fn parity(variant: &str, mm: &str) {
 
     let name = format!("{variant}_{mm}");
     let mut g = Golden::open(&name);
+    let label = if precision == Precision::Fp16 { format!("{name} fp16") } else { name.clone() };
     let ids = Input::I64(g.i64("te_input_ids"));
     let te_ref = g.f32("te_last_hidden_state");
     let unet_in = [
@@ -145,9 +158,14 @@ fn parity(variant: &str, mm: &str) {
     let unet_inputs: Vec<(&str, &Input)> = unet_in.iter().map(|(n, i)| (*n, i)).collect();
 
     for (runtime, run) in [("tract", run_tract as fn(&Path, &[(&str, &Input)]) -> Vec<f32>), ("ort-cpu", run_ort)] {
-        check(&format!("{name} {runtime} text_encoder"), &run(&out.join("text_encoder.onnx"), &[("input_ids", &ids)]), &te_ref);
-        check(&format!("{name} {runtime} unet"), &run(&out.join("unet.onnx"), &unet_inputs), &unet_ref);
-        check(&format!("{name} {runtime} vae_decoder"), &run(&out.join("vae_decoder.onnx"), &[("latent_sample", &vae_in)]), &vae_ref);
+        let tol = match (precision, runtime) {
+            (Precision::Fp32, _) => TOLERANCE,
+            (Precision::Fp16, "tract") => TOLERANCE_FP16_TRACT,
+            (Precision::Fp16, _) => TOLERANCE_FP16_ORT,
+        };
+        check(&format!("{label} {runtime} text_encoder"), &run(&out.join("text_encoder.onnx"), &[("input_ids", &ids)]), &te_ref, tol);
+        check(&format!("{label} {runtime} unet"), &run(&out.join("unet.onnx"), &unet_inputs), &unet_ref, tol);
+        check(&format!("{label} {runtime} vae_decoder"), &run(&out.join("vae_decoder.onnx"), &[("latent_sample", &vae_in)]), &vae_ref, tol);
     }
 }
 
@@ -174,4 +192,17 @@ parity_tests! {
     personalized_lora_kohya_v1 => ("personalized_lora_kohya", "v1"),
     personalized_lora_kohya_v2 => ("personalized_lora_kohya", "v2"),
     personalized_lora_kohya_v3 => ("personalized_lora_kohya", "v3"),
+}
+
+macro_rules! parity_tests_fp16 {
+    ($($test:ident => ($variant:expr, $mm:expr),)*) => {
+        $(#[test] fn $test() { parity_at($variant, $mm, Precision::Fp16) })*
+    };
+}
+
+parity_tests_fp16! {
+    fp16_base_v1 => ("base", "v1"),
+    fp16_base_v2 => ("base", "v2"),
+    fp16_base_v3 => ("base", "v3"),
+    fp16_personalized_lora_kohya_v2 => ("personalized_lora_kohya", "v2"),
 }

@@ -63,6 +63,8 @@ pub struct BuildOptions {
     pub height: Option<usize>,
     pub width: Option<usize>,
     pub precision: Precision,
+    /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, spec §7).
+    pub vae_precision: Precision,
     pub out: PathBuf,
     pub opset: i64,
     pub quiet: bool,
@@ -352,18 +354,17 @@ fn write_artifact(
     let producer = concat!("build-graph ", env!("CARGO_PKG_VERSION"));
     let total = (unet.len() + motion.weights.len() + text.len() + vae.names().filter(|n| !n.starts_with("encoder.")).count()) as u64;
     let progress = Progress::new(opts.quiet, total);
-    let weight_type = match opts.precision {
+    let elem = |p: Precision| match p {
         Precision::Fp32 => ElemType::F32,
         Precision::Fp16 => ElemType::F16,
     };
-    if opts.precision == Precision::Fp16 {
-        return Err(Error::Usage("--precision fp16 is not implemented yet; build with fp32".into()));
-    }
+    let weight_type = elem(opts.precision);
 
     // text encoder
     let te_path = dir.join("text_encoder.onnx");
     let mut g = Graph::new("text_encoder", opts.opset, WeightStorage::Inline);
     g.weight_type = weight_type;
+    g.act = weight_type;
     progress.attach(&mut g, "text encoder");
     let te = TextEncoder::new(&mut g, a.text_encoder.clone(), text, loras)?;
     te.build(&mut g, None);
@@ -374,6 +375,7 @@ fn write_artifact(
     let data_path = external_data_path(&unet_path);
     let mut g = Graph::new("unet", opts.opset, WeightStorage::external(&data_path, opts.max_file_bytes).map_err(io(&data_path))?);
     g.weight_type = weight_type;
+    g.act = weight_type;
     progress.attach(&mut g, "UNet");
     let cfg = UnetConfig {
         arch: a.unet.clone(),
@@ -395,6 +397,8 @@ fn write_artifact(
     // VAE decoder
     let vae_path = dir.join("vae_decoder.onnx");
     let mut g = Graph::new("vae_decoder", opts.opset, WeightStorage::Inline);
+    g.weight_type = elem(opts.vae_precision);
+    g.act = g.weight_type;
     progress.attach(&mut g, "VAE decoder");
     let dec = VaeDecoder::new(&mut g, a.vae.clone(), vae)?;
     dec.build(&mut g, lat(opts.height), lat(opts.width));
@@ -476,6 +480,7 @@ fn write_artifact(
         "max_frames": motion.max_frames(),
         "scheduler": scheduler_config(),
         "precision": opts.precision.to_string(),
+        "vae_precision": opts.vae_precision.to_string(),
         "opset": opts.opset,
         "graphs": graphs,
         "tokenizer": { "file": "tokenizer.json", "pad_token_id": 49407, "bos_token_id": 49406, "eos_token_id": 49407, "max_length": 77 },

@@ -100,7 +100,7 @@ impl MotionModule {
         let keys: Vec<&str> = file.keys().collect();
         if !keys.iter().any(|k| k.contains("motion_modules.")) {
             return Err(err(format!(
-                "no `motion_modules.` keys: not an AnimateDiff motion module ({})",
+                "no `motion_modules.` keys, so not an AnimateDiff motion module: {}",
                 crate::sd_checkpoint::not_a_checkpoint_hint(&keys)
             )));
         }

@@ -272,6 +272,8 @@ pub(crate) fn not_a_checkpoint_hint(keys: &[&str]) -> String {
         format!("this is a LoRA (first key `{first}`), not a model checkpoint: pass it with --lora")
     } else if keys.iter().any(|k| k.contains("motion_modules.")) {
         format!("this is a motion module (first key `{first}`), not a model checkpoint: pass it with --motion-module")
+    } else if keys.iter().any(|k| k.starts_with("model.diffusion_model.") || k.starts_with("first_stage_model.")) {
+        format!("this is a Stable Diffusion checkpoint (first key `{first}`): pass it with --base or --personalized")
     } else if keys.iter().any(|k| k.starts_with("down_blocks.") || k.starts_with("conv_in.")) {
         format!(
             "this is a bare diffusers state dict (first key `{first}`); pass the whole diffusers folder (with unet/, vae/, \

@@ -77,7 +77,7 @@ impl MotionModule {
                 to_out: Linear::new(g, aw.pp("to_out.0").w(), c, c, true)?,
             });
         }
-        let pe = g.const_f32(&[cfg.max_frames, c], &positional_table(cfg.max_frames, c));
+        let pe = g.const_act(&[cfg.max_frames, c], &positional_table(cfg.max_frames, c));
         Ok(Self {
             norm: GroupNorm::new(g, w.pp("norm").w(), c, cfg.groups, 1e-6)?,
             proj_in: Linear::new(g, w.pp("proj_in").w(), c, c, true)?,

@@ -101,15 +101,17 @@ impl GroupNorm {
         let scale = w.read("weight", &[channels])?;
         let shift = w.read("bias", &[channels])?;
         Ok(Self {
-            scale: w.put(g, "weight", &[channels, 1, 1], &scale)?,
-            shift: w.put(g, "bias", &[channels, 1, 1], &shift)?,
+            scale: w.put_f32(g, "weight", &[channels, 1, 1], &scale)?,
+            shift: w.put_f32(g, "bias", &[channels, 1, 1], &shift)?,
             groups: groups as i64,
             eps,
         })
     }
 
     /// `x`: `(N, C, H, W)`; with `AcrossFrames`, N = B·F and `frames` gives B and F.
+    /// Statistics and affine in f32 whatever the activation type.
     pub fn forward(&self, g: &mut Graph, x: &Value, span: NormSpan, frames: Option<&Frames>) -> Value {
+        let x = &g.to_f32(x);
         let (grouped, axes) = match (span, frames) {
             (NormSpan::AcrossFrames, Some(fr)) => {
                 let tail = g.const_i64(&[self.groups, -1]);
@@ -129,7 +131,8 @@ impl GroupNorm {
         let shape = g.shape(x);
         let y = g.reshape(&normed, &shape);
         let y = g.mul(&y, &self.scale);
-        g.add(&y, &self.shift)
+        let y = g.add(&y, &self.shift);
+        g.to_act(&y)
     }
 }
 
@@ -141,11 +144,14 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(g: &mut Graph, w: Weights, channels: usize, eps: f32) -> Result<Self> {
-        Ok(Self { scale: w.tensor(g, "weight", &[channels])?, shift: w.tensor(g, "bias", &[channels])?, eps })
+        Ok(Self { scale: w.tensor_f32(g, "weight", &[channels])?, shift: w.tensor_f32(g, "bias", &[channels])?, eps })
     }
 
+    /// Normalises in f32 whatever the activation type.
     pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
-        g.layer_norm(x, &self.scale, &self.shift, self.eps)
+        let x = g.to_f32(x);
+        let y = g.layer_norm(&x, &self.scale, &self.shift, self.eps);
+        g.to_act(&y)
     }
 }
 
@@ -160,13 +166,16 @@ pub fn attention(g: &mut Graph, q: &Value, k: &Value, v: &Value, channels: usize
     let kh = g.transpose(&kh, &[0, 2, 3, 1]);
     let vh = g.reshape_to(v, &[0, 0, h, d]);
     let vh = g.transpose(&vh, &[0, 2, 1, 3]);
+    // scores, mask and softmax in f32 whatever the activation type
     let scores = g.matmul(&qh, &kh);
+    let scores = g.to_f32(&scores);
     let scale = g.scalar_f32((d as f32).powf(-0.5));
     let mut scores = g.mul(&scores, &scale);
     if let Some(m) = mask {
         scores = g.add(&scores, m);
     }
     let p = g.softmax(&scores, -1);
+    let p = g.to_act(&p);
     let o = g.matmul(&p, &vh);
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     g.reshape_to(&o, &[0, 0, channels as i64])

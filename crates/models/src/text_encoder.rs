@@ -82,7 +82,7 @@ impl TextEncoder {
                 let x = l.layer_norm2.forward(g, &h);
                 let x = l.fc1.forward(g, &x);
                 // quick_gelu(x) = x · sigmoid(1.702 x)
-                let k = g.scalar_f32(1.702);
+                let k = g.scalar(1.702);
                 let s = g.mul(&x, &k);
                 let s = g.sigmoid(&s);
                 let x = g.mul(&x, &s);
@@ -91,6 +91,7 @@ impl TextEncoder {
             });
         }
         let out = self.final_layer_norm.forward(g, &h);
+        let out = g.to_f32(&out);
         g.output(&out, "last_hidden_state", ElemType::F32, &[b, Dim::Fixed(SEQUENCE_LENGTH), Dim::Fixed(d)]);
         out
     }

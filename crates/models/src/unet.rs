@@ -198,7 +198,8 @@ impl Unet3d {
         let args = g.mul(&t, &freqs);
         let cos = g.cos(&args);
         let sin = g.sin(&args);
-        g.concat(&[&cos, &sin], 1)
+        let e = g.concat(&[&cos, &sin], 1);
+        g.to_act(&e)
     }
 
     /// Emits the whole network and declares its inputs and outputs.
@@ -210,6 +211,7 @@ impl Unet3d {
         let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::Fixed(77), Dim::Fixed(a.cross_attention_dim)]);
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
+        let context = g.to_act(&context);
 
         // time embedding: (B, T), and its SiLU shared by every ResNet
         let temb = g.scoped("time_embedding", |g| {
@@ -234,7 +236,8 @@ impl Unet3d {
 
         // (B, C, F, H, W) → (B·F, C, H, W)
         let x = g.scoped("fold", |g| {
-            let x = g.transpose(&sample, &[0, 2, 1, 3, 4]);
+            let x = g.to_act(&sample);
+            let x = g.transpose(&x, &[0, 2, 1, 3, 4]);
             let head = g.const_i64(&[-1, a.in_channels as i64]);
             let hw = g.shape_slice(&sample, 3, 5);
             let shape = g.concat(&[&head, &hw], 0);
@@ -295,7 +298,8 @@ impl Unet3d {
             let hw = g.shape_slice(&h, 2, 4);
             let shape = g.concat(&[&frames.b, &frames.f, &c, &hw], 0);
             let h = g.reshape(&h, &shape);
-            g.transpose(&h, &[0, 2, 1, 3, 4])
+            let h = g.transpose(&h, &[0, 2, 1, 3, 4]);
+            g.to_f32(&h)
         });
         g.output(&out, "noise_pred", ElemType::F32, &[b, Dim::Fixed(a.out_channels), f, hd, wd]);
         out

@@ -134,8 +134,9 @@ impl VaeDecoder {
         let dims = |v: Option<usize>, name: &str, k: usize| v.map(|x| Dim::Fixed(x * k)).unwrap_or_else(|| Dim::sym(name));
         let latent = g.input("latent_sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(z), dims(height, "h", 1), dims(width, "w", 1)]);
         // The official `1 / 0.18215 * latents` (spec §7, §11.13).
-        let inv = g.scalar_f32((1.0 / self.arch.scaling_factor) as f32);
-        let x = g.mul(&latent, &inv);
+        let inv = g.scalar((1.0 / self.arch.scaling_factor) as f32);
+        let x = g.to_act(&latent);
+        let x = g.mul(&x, &inv);
         let x = self.post_quant_conv.forward(g, &x);
         let mut h = self.conv_in.forward(g, &x);
         h = g.scoped("mid_block", |g| {
@@ -164,6 +165,7 @@ impl VaeDecoder {
         let h = self.conv_norm_out.forward(g, &h, NormSpan::PerFrame, None);
         let h = g.silu(&h);
         let out = self.conv_out.forward(g, &h);
+        let out = g.to_f32(&out);
         g.output(&out, "sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(3), dims(height, "H", 8), dims(width, "W", 8)]);
         out
     }

@@ -71,6 +71,19 @@ impl<'a> Weights<'a> {
         self.put(g, name, shape, &data)
     }
 
+    /// Reads `name` and writes it as f32 whatever the graph's weight type (norm parameters).
+    pub fn tensor_f32(&self, g: &mut Graph, name: &str, shape: &[usize]) -> Result<Value> {
+        let data = self.read(name, shape)?;
+        self.put_f32(g, name, shape, &data)
+    }
+
+    /// Writes `data` as f32 under this scope's `name`.
+    pub fn put_f32(&self, g: &mut Graph, name: &str, shape: &[usize], data: &[f32]) -> Result<Value> {
+        let full = self.full(name);
+        g.weight_as(&full, shape, data, onnx_writer::ElemType::F32)
+            .map_err(|source| BuildError::Io { what: format!("weight {full}"), source })
+    }
+
     /// Writes `data` under this scope's `name`.
     pub fn put(&self, g: &mut Graph, name: &str, shape: &[usize], data: &[f32]) -> Result<Value> {
         let full = self.full(name);

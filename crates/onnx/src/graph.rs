@@ -138,6 +138,8 @@ pub struct Graph {
     storage: WeightStorage,
     /// Element type weights are stored in.
     pub weight_type: ElemType,
+    /// Element type of activations (F16 graphs keep statistics and softmax in F32 through casts).
+    pub act: ElemType,
     /// Number of weight tensors and bytes written so far.
     pub weights_written: (usize, u64),
     progress: Option<Box<dyn FnMut(&str, u64)>>,
@@ -156,6 +158,7 @@ impl Graph {
             scope: Vec::new(),
             storage,
             weight_type: ElemType::F32,
+            act: ElemType::F32,
             weights_written: (0, 0),
             progress: None,
         }
@@ -238,6 +241,43 @@ impl Graph {
         self.const_f32(&[], &[v])
     }
 
+    /// A constant in the activation type.
+    pub fn const_act(&mut self, shape: &[usize], data: &[f32]) -> Value {
+        if self.act != ElemType::F16 {
+            return self.const_f32(shape, data);
+        }
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT16,
+            name: name.clone(),
+            raw_data: data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        Value(name)
+    }
+
+    /// A scalar in the activation type.
+    pub fn scalar(&mut self, v: f32) -> Value {
+        self.const_act(&[], &[v])
+    }
+
+    /// Casts to f32 when activations are not f32 (statistics, softmax, graph outputs).
+    pub fn to_f32(&mut self, x: &Value) -> Value {
+        if self.act == ElemType::F32 {
+            return x.clone();
+        }
+        self.op("Cast", &[x], vec![crate::ops::attr_i("to", data_type::FLOAT as i64)])
+    }
+
+    /// Casts an f32 value to the activation type.
+    pub fn to_act(&mut self, x: &Value) -> Value {
+        if self.act == ElemType::F32 {
+            return x.clone();
+        }
+        self.op("Cast", &[x], vec![crate::ops::attr_i("to", self.act.onnx() as i64)])
+    }
+
     /// A 1-D int64 constant.
     pub fn const_i64(&mut self, data: &[i64]) -> Value {
         let name = self.fresh("const");
@@ -253,14 +293,19 @@ impl Graph {
 
     /// A weight: stored with `weight_type`, inline or streamed to the external-data file.
     pub fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> std::io::Result<Value> {
+        self.weight_as(name, shape, data, self.weight_type)
+    }
+
+    /// A weight stored with an explicit element type (e.g. f32 norm parameters in an f16 graph).
+    pub fn weight_as(&mut self, name: &str, shape: &[usize], data: &[f32], elem: ElemType) -> std::io::Result<Value> {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "weight {name}: shape and data differ");
-        let bytes: Vec<u8> = match self.weight_type {
+        let bytes: Vec<u8> = match elem {
             ElemType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
             _ => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
         };
         let mut t = TensorProto {
             dims: shape.iter().map(|&d| d as i64).collect(),
-            data_type: self.weight_type.onnx(),
+            data_type: elem.onnx(),
             name: name.to_owned(),
             ..Default::default()
         };

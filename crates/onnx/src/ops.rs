@@ -59,9 +59,9 @@ impl Graph {
 
     /// Exact (erf) GELU: 0.5 · x · (1 + erf(x / √2)).
     pub fn gelu_erf(&mut self, x: &Value) -> Value {
-        let inv_sqrt2 = self.scalar_f32(std::f32::consts::FRAC_1_SQRT_2);
-        let one = self.scalar_f32(1.0);
-        let half = self.scalar_f32(0.5);
+        let inv_sqrt2 = self.scalar(std::f32::consts::FRAC_1_SQRT_2);
+        let one = self.scalar(1.0);
+        let half = self.scalar(0.5);
         let s = self.mul(x, &inv_sqrt2);
         let e = self.erf(&s);
         let e1 = self.add(&e, &one);

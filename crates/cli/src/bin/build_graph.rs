@@ -43,9 +43,13 @@ struct Args {
     /// Fix the image width in pixels (a multiple of 8).
     #[arg(long)]
     width: Option<usize>,
-    /// Weight and compute precision.
+    /// Weight and compute precision of the text encoder and UNet (fp16 keeps GroupNorm/LayerNorm
+    /// statistics and softmax in fp32; graph inputs and outputs stay f32).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
+    /// Precision of the VAE decoder: fp32 unless asked (the SD VAE overflows in fp16).
+    #[arg(long, default_value = "fp32")]
+    vae_precision: Precision,
     /// ONNX opset.
     #[arg(long, default_value_t = onnx_writer::DEFAULT_OPSET)]
     opset: i64,
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         height: a.height,
         width: a.width,
         precision: a.precision,
+        vae_precision: a.vae_precision,
         out: a.out,
         opset: a.opset,
         quiet: a.quiet,
