@@ -17,6 +17,7 @@ fn options(out: &Path, mm: &str) -> BuildOptions {
         personalized: None,
         loras: vec![],
         lora_scaling: LoraScaling::Official,
+        lora_ignore_unmatched: false,
         motion_module: set.path(&format!("mm_{mm}.ckpt")),
         motion_version: None,
         arch: None,
@@ -194,6 +195,35 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     .unwrap();
     let e = err(BuildOptions { loras: vec![LoraSpec { path: bad, multiplier: 1.0 }], ..options(&out, "v2") });
     assert!(e.contains("bad_lora.safetensors") && e.contains("lora_unet_conv_in.lora_up.weight"), "{e}");
+
+    // A LoRA with keys that match nothing: an error unless explicitly allowed
+    let stray = dir.path().join("sdxl_lora.safetensors");
+    let d = vec![0x3cu8; 2 * 4 * 2];
+    safetensors::serialize_to_file(
+        vec![
+            ("lora_unet_input_blocks_4_1_transformer_blocks_9_attn1_to_q.lora_down.weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![4, 2], &d).unwrap()),
+            ("lora_unet_input_blocks_4_1_transformer_blocks_9_attn1_to_q.lora_up.weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2, 4], &d).unwrap()),
+        ],
+        None,
+        &stray,
+    )
+    .unwrap();
+    let spec = LoraSpec { path: stray.clone(), multiplier: 1.0 };
+    let e = err(BuildOptions { loras: vec![spec.clone()], ..options(&out, "v2") });
+    assert!(e.contains("sdxl_lora.safetensors") && e.contains("2 of its keys match no weight") && e.contains("--lora-ignore-unmatched"), "{e}");
+    let r = build(&BuildOptions { loras: vec![spec], lora_ignore_unmatched: true, ..options(&out, "v2") }).unwrap();
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A checkpoint tensor of the wrong shape
+    let mut t = animatediff_fixtures::sd_checkpoint_tensors(1, "p", &Default::default(), &Default::default());
+    let bad_key = "model.diffusion_model.input_blocks.4.1.proj_in.weight";
+    let i = t.iter().position(|t| t.name == bad_key).unwrap();
+    t[i] = animatediff_fixtures::Tensor { name: bad_key.into(), shape: vec![64, 32, 1, 1], data: animatediff_fixtures::Data::F32(vec![0.1; 64 * 32]) };
+    let wrong = dir.path().join("wrong_shape.safetensors");
+    animatediff_fixtures::tensors::write_safetensors(&wrong, &t).unwrap();
+    let e = err(BuildOptions { base: Some(wrong), ..options(&out, "v2") });
+    assert!(e.contains("wrong_shape.safetensors") && e.contains(bad_key) && e.contains("[64, 32, 1, 1]") && e.contains("[64, 64, 1, 1]"), "{e}");
 
     // A motion module for another UNet width
     let e = err(BuildOptions { arch: Some(write(dir.path(), "arch.json", r#"{"unet": {"block_out_channels": [32, 64, 64, 128]}}"#)), ..options(&out, "v2") });

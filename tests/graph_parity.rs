@@ -125,6 +125,7 @@ fn parity_at(variant: &str, mm: &str, precision: Precision) {
         personalized: personalized.then(|| set.path("personalized.safetensors")),
         loras,
         lora_scaling: scaling,
+        lora_ignore_unmatched: false,
         motion_module: set.path(&format!("mm_{mm}.ckpt")),
         motion_version: None,
         arch: None,

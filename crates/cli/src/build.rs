@@ -56,6 +56,8 @@ pub struct BuildOptions {
     pub personalized: Option<PathBuf>,
     pub loras: Vec<LoraSpec>,
     pub lora_scaling: LoraScaling,
+    /// Apply a LoRA even when some of its keys match no weight (they are listed as warnings).
+    pub lora_ignore_unmatched: bool,
     pub motion_module: PathBuf,
     pub motion_version: Option<MotionVersion>,
     pub arch: Option<PathBuf>,
@@ -223,12 +225,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         let lora = Lora::open(&spec.path)?;
         let r = lora.resolve(&[unet, text, &motion.weights])?;
         if !r.unmatched.is_empty() {
-            warnings.push(format!(
-                "{}: {} keys match no weight of the model and are not applied (first: `{}`)",
+            let shown: Vec<&str> = r.unmatched.iter().take(5).map(String::as_str).collect();
+            let msg = format!(
+                "{}: {} of its keys match no weight of the model (UNet, text encoder, motion module): {}{}",
                 spec.path.display(),
                 r.unmatched.len(),
-                r.unmatched[0]
-            ));
+                shown.join(", "),
+                if r.unmatched.len() > shown.len() { ", ..." } else { "" }
+            );
+            if !opts.lora_ignore_unmatched {
+                return Err(Error::Usage(format!(
+                    "{msg}. Is it a LoRA for another model (SD 2.x, SDXL)? Pass --lora-ignore-unmatched to apply the keys that do match"
+                )));
+            }
+            warnings.push(format!("{msg} (not applied)"));
         }
         lora_json.push(json!({
             "path": spec.path,

@@ -330,7 +330,28 @@ impl TensorFile {
                 }
             }
         }
+        if let Buffer::Mapped = s.buffer {
+            self.release(s.start, s.start + s.info.numel() * elem);
+        }
         Ok(out)
+    }
+
+    /// Drops the mapped pages of a byte range that was just read, so that streaming a large model
+    /// does not leave all of it resident (the pages are re-read from the file if needed again).
+    fn release(&self, start: usize, end: usize) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let first = start.div_ceil(PAGE) * PAGE;
+            let last = end / PAGE * PAGE;
+            if last > first {
+                // SAFETY: a read-only file mapping: MADV_DONTNEED only drops clean pages, whose
+                // contents are re-read from the file on the next access; no data changes.
+                let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
     }
 
     /// Reads an integer tensor as i64 (for checks on e.g. `position_ids`).

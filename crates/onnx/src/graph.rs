@@ -46,7 +46,9 @@ impl ElemType {
 
 /// Where initializer bytes go.
 pub enum WeightStorage {
-    /// Inside the model file (for models well under 2 GB).
+    /// Inside the model file (for models well under 2 GB). The bytes are spilled to a temporary
+    /// file while the graph is built and streamed into the model by [`Graph::finish`], so the
+    /// whole model is never held in memory.
     Inline,
     /// Streamed into external-data files beside the model: `<name>`, then `<name>.1`, `<name>.2`,
     /// ... each kept under `max_file_bytes` (no file over protobuf's 2 GB, spec'd for portability).
@@ -143,6 +145,9 @@ pub struct Graph {
     /// Number of weight tensors and bytes written so far.
     pub weights_written: (usize, u64),
     progress: Option<Box<dyn FnMut(&str, u64)>>,
+    /// Inline weights spilled to a temporary file: (initializer index, offset, length).
+    spill: Option<(BufWriter<File>, u64)>,
+    spilled: Vec<(usize, u64, u64)>,
 }
 
 impl Graph {
@@ -161,6 +166,8 @@ impl Graph {
             act: ElemType::F32,
             weights_written: (0, 0),
             progress: None,
+            spill: None,
+            spilled: Vec::new(),
         }
     }
 
@@ -310,7 +317,15 @@ impl Graph {
             ..Default::default()
         };
         match &mut self.storage {
-            WeightStorage::Inline => t.raw_data = bytes.clone(),
+            WeightStorage::Inline => {
+                if self.spill.is_none() {
+                    self.spill = Some((BufWriter::with_capacity(1 << 22, tempfile::tempfile()?), 0));
+                }
+                let (w, offset) = self.spill.as_mut().unwrap();
+                w.write_all(&bytes)?;
+                self.spilled.push((self.initializers.len(), *offset, bytes.len() as u64));
+                *offset += bytes.len() as u64;
+            }
             WeightStorage::External(ext) => {
                 let (file, offset) = ext.append(&bytes)?;
                 t.data_location = 1;
@@ -328,32 +343,94 @@ impl Graph {
     }
 
     /// Writes the model to `path` (and flushes the external-data file). Returns the model's size.
-    pub fn finish(self, path: &Path, producer: &str, metadata: &[(String, String)]) -> std::io::Result<u64> {
-        if let WeightStorage::External(ext) = self.storage {
+    ///
+    /// Inline weights are streamed from their spill file: the graph is encoded without them, and
+    /// each is appended as one more `initializer` field (protobuf concatenates repeated fields),
+    /// with every length computed up front. Memory stays at one buffer, whatever the model size.
+    pub fn finish(mut self, path: &Path, producer: &str, metadata: &[(String, String)]) -> std::io::Result<u64> {
+        use prost::encoding::{encode_varint, encoded_len_varint};
+        if let WeightStorage::External(ext) = std::mem::replace(&mut self.storage, WeightStorage::Inline) {
             ext.finish()?;
         }
+        // Split off the spilled initializers (their metadata; bytes stay in the spill file).
+        let mut spilled_meta = Vec::new();
+        let mut kept = Vec::new();
+        let mut spilled = self.spilled.iter().peekable();
+        for (i, t) in std::mem::take(&mut self.initializers).into_iter().enumerate() {
+            match spilled.peek() {
+                Some((idx, off, len)) if *idx == i => {
+                    spilled_meta.push((t, *off, *len));
+                    spilled.next();
+                }
+                _ => kept.push(t),
+            }
+        }
+        let graph = GraphProto {
+            node: std::mem::take(&mut self.nodes),
+            name: std::mem::take(&mut self.name),
+            initializer: kept,
+            doc_string: String::new(),
+            input: std::mem::take(&mut self.inputs),
+            output: std::mem::take(&mut self.outputs),
+            value_info: Vec::new(),
+        };
         let model = ModelProto {
             ir_version: 8,
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
             producer_name: "animatediff-onnx".into(),
             producer_version: producer.to_owned(),
             doc_string: String::new(),
-            graph: Some(GraphProto {
-                node: self.nodes,
-                name: self.name,
-                initializer: self.initializers,
-                doc_string: String::new(),
-                input: self.inputs,
-                output: self.outputs,
-                value_info: Vec::new(),
-            }),
+            graph: None,
             metadata_props: metadata.iter().map(|(k, v)| entry(k, v)).collect(),
         };
-        let bytes = model.encode_to_vec();
-        let mut f = File::create(path)?;
-        f.write_all(&bytes)?;
+        // TensorProto length with `raw_data` (field 9) of `len` bytes appended.
+        let tensor_len = |meta: &TensorProto, len: u64| meta.encoded_len() as u64 + 1 + encoded_len_varint(len) as u64 + len;
+        let mut graph_len = graph.encoded_len() as u64;
+        for (meta, _, len) in &spilled_meta {
+            let tl = tensor_len(meta, *len);
+            graph_len += 1 + encoded_len_varint(tl) as u64 + tl;
+        }
+        let model_len = model.encoded_len() as u64 + 1 + encoded_len_varint(graph_len) as u64 + graph_len;
+        if model_len >= 2 << 30 {
+            return Err(std::io::Error::other(format!(
+                "{}: the model would be {model_len} bytes, over protobuf's 2 GiB limit; store its weights as external data",
+                path.display()
+            )));
+        }
+
+        let mut out = BufWriter::with_capacity(1 << 22, File::create(path)?);
+        let mut head = Vec::new();
+        model.encode(&mut head).map_err(std::io::Error::other)?;
+        encode_varint((7 << 3) | 2, &mut head); // ModelProto.graph
+        encode_varint(graph_len, &mut head);
+        graph.encode(&mut head).map_err(std::io::Error::other)?;
+        out.write_all(&head)?;
+        if let Some((w, _)) = self.spill.take() {
+            let mut spill = w.into_inner().map_err(|e| e.into_error())?;
+            let mut buf = vec![0u8; 1 << 22];
+            for (meta, off, len) in &spilled_meta {
+                let mut field = Vec::new();
+                encode_varint((5 << 3) | 2, &mut field); // GraphProto.initializer
+                encode_varint(tensor_len(meta, *len), &mut field);
+                meta.encode(&mut field).map_err(std::io::Error::other)?;
+                encode_varint((9 << 3) | 2, &mut field); // TensorProto.raw_data
+                encode_varint(*len, &mut field);
+                out.write_all(&field)?;
+                spill.seek(std::io::SeekFrom::Start(*off))?;
+                let mut left = *len as usize;
+                while left > 0 {
+                    let n = left.min(buf.len());
+                    std::io::Read::read_exact(&mut spill, &mut buf[..n])?;
+                    out.write_all(&buf[..n])?;
+                    left -= n;
+                }
+            }
+        }
+        let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        Ok(f.stream_position()?)
+        let written = f.metadata()?.len();
+        debug_assert_eq!(written, model_len);
+        Ok(written)
     }
 
     /// External-data files written so far (empty for inline weights).

@@ -25,6 +25,10 @@ struct Args {
     /// `official` (AnimateDiff: kohya alpha ignored) or `kohya` (alpha/rank, as A1111/ComfyUI).
     #[arg(long, default_value = "official")]
     lora_scaling: LoraScaling,
+    /// Apply LoRAs even when some of their keys match no weight (listed as warnings); by default
+    /// such keys are an error.
+    #[arg(long)]
+    lora_ignore_unmatched: bool,
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: PathBuf,
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         personalized: a.personalized,
         loras: a.loras,
         lora_scaling: a.lora_scaling,
+        lora_ignore_unmatched: a.lora_ignore_unmatched,
         motion_module: a.motion_module,
         motion_version: a.motion_version,
         arch: a.arch,
