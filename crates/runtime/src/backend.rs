@@ -1,0 +1,301 @@
+//! One trait for running a graph, two runtimes behind it: tract (pure Rust, the default, nothing
+//! to install) and ONNX Runtime through `ort` with `load-dynamic` (the shared library from the
+//! `onnxruntime` / `onnxruntime-gpu` wheel) on its CPU, CUDA, TensorRT or DirectML execution
+//! provider. An unavailable provider is an error listing those that are; falling back to another
+//! happens only when asked, and is reported.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// A dense tensor crossing the runtime boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tensor {
+    F32 { shape: Vec<usize>, data: Vec<f32> },
+    I64 { shape: Vec<usize>, data: Vec<i64> },
+}
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32 { shape, .. } | Tensor::I64 { shape, .. } => shape,
+        }
+    }
+}
+
+/// A loaded graph.
+pub trait GraphSession {
+    /// Runs with inputs in the graph's declared order; returns the first output (f32).
+    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)>;
+}
+
+/// Where a graph runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ep {
+    Tract,
+    Cpu,
+    Cuda,
+    TensorRt,
+    DirectMl,
+}
+
+impl Ep {
+    pub const ALL: [Ep; 5] = [Ep::Tract, Ep::Cpu, Ep::Cuda, Ep::TensorRt, Ep::DirectMl];
+}
+
+impl fmt::Display for Ep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ep::Tract => "tract",
+            Ep::Cpu => "cpu",
+            Ep::Cuda => "cuda",
+            Ep::TensorRt => "tensorrt",
+            Ep::DirectMl => "directml",
+        })
+    }
+}
+
+impl FromStr for Ep {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ep::ALL
+            .into_iter()
+            .find(|e| e.to_string() == s.to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown execution provider `{s}`: expected tract, cpu, cuda, tensorrt or directml"))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    pub ep: Ep,
+    /// Fall back (tensorrt → cuda → cpu, anything → cpu → tract) when the provider is unavailable.
+    pub fallback: bool,
+    /// ONNX Runtime library; else `ORT_DYLIB_PATH`, else `.ort/` beside the working directory.
+    pub ort_library: Option<PathBuf>,
+    /// TensorRT engine cache directory.
+    pub trt_cache: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { ep: Ep::Tract, fallback: false, ort_library: None, trt_cache: None }
+    }
+}
+
+/// Loads graphs on the chosen provider; remembers what was actually used.
+pub struct Runtime {
+    pub options: RuntimeOptions,
+    /// The provider in use (differs from the request only after an allowed fallback).
+    pub ep: Ep,
+    /// Fallbacks that happened, for the user.
+    pub notes: Vec<String>,
+}
+
+fn ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut dirs = vec![PathBuf::from(".ort")];
+    if let Ok(exe) = std::env::current_exe() {
+        for a in exe.ancestors().skip(1).take(4) {
+            dirs.push(a.join(".ort"));
+        }
+    }
+    for d in dirs {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("libonnxruntime.so.") || n == "libonnxruntime.dylib" || n == "onnxruntime.dll" {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    Err(Error::ProviderUnavailable {
+        requested: "ONNX Runtime".into(),
+        reason: "no ONNX Runtime shared library found".into(),
+        available: "tract".into(),
+        hint: ". Run tools/setup.sh (installs it into .ort/), set ORT_DYLIB_PATH, or pass --ort-library; `--ep tract` needs nothing"
+            .into(),
+    })
+}
+
+static ORT_ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn ort_env(library: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+    let env = ORT_ENV.get_or_init(|| {
+        let lib = ort_library(library).map_err(|e| e.to_string())?;
+        if !lib.is_file() {
+            return Err(format!("{}: no such file", lib.display()));
+        }
+        let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        builder.build().map_err(|e| format!("starting ONNX Runtime from {}: {e}", lib.display()))
+    });
+    env.as_ref().map_err(|reason| Error::ProviderUnavailable {
+        requested: "ONNX Runtime".into(),
+        reason: reason.clone(),
+        available: "tract".into(),
+        hint: ". Run tools/setup.sh or set ORT_DYLIB_PATH; `--ep tract` needs nothing".into(),
+    })
+}
+
+/// Providers usable here: tract always; ONNX Runtime's when its library loads and lists them.
+pub fn available(options: &RuntimeOptions) -> Vec<Ep> {
+    use ort::ep::ExecutionProvider;
+    let mut v = vec![Ep::Tract];
+    if ort_env(options.ort_library.as_deref()).is_ok() {
+        v.push(Ep::Cpu);
+        if ort::ep::CUDA::is_available().unwrap_or(false) {
+            v.push(Ep::Cuda);
+        }
+        if ort::ep::TensorRT::is_available().unwrap_or(false) {
+            v.push(Ep::TensorRt);
+        }
+        if ort::ep::DirectML::is_available().unwrap_or(false) {
+            v.push(Ep::DirectMl);
+        }
+    }
+    v
+}
+
+impl Runtime {
+    /// Checks the provider; with `fallback`, picks the next one that works and records it.
+    pub fn new(options: RuntimeOptions) -> Result<Self> {
+        let avail = available(&options);
+        let list = avail.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+        if avail.contains(&options.ep) {
+            return Ok(Self { ep: options.ep, options, notes: Vec::new() });
+        }
+        let reason = match options.ep {
+            Ep::Tract => unreachable!("tract is always available"),
+            Ep::Cpu => ort_env(options.ort_library.as_deref()).err().map(|e| e.to_string()).unwrap_or_default(),
+            other => format!("the ONNX Runtime library in use was not built with the {other} provider (CUDA/TensorRT need the onnxruntime-gpu wheel with CUDA 13, cuDNN 9 and TensorRT 10 libraries; DirectML needs Windows)"),
+        };
+        if !options.fallback {
+            return Err(Error::ProviderUnavailable {
+                requested: options.ep.to_string(),
+                reason,
+                available: list,
+                hint: ". Choose one of those with --ep, or pass --ep-fallback to fall back automatically".into(),
+            });
+        }
+        let order: &[Ep] = match options.ep {
+            Ep::TensorRt => &[Ep::Cuda, Ep::Cpu, Ep::Tract],
+            Ep::Cuda | Ep::DirectMl => &[Ep::Cpu, Ep::Tract],
+            _ => &[Ep::Tract],
+        };
+        let ep = *order.iter().find(|e| avail.contains(e)).unwrap_or(&Ep::Tract);
+        let note = format!("execution provider {} is not available ({reason}); falling back to {ep}", options.ep);
+        Ok(Self { ep, options, notes: vec![note] })
+    }
+
+    /// Loads `path`; tract needs the input shapes up front (`shapes`, in input order).
+    pub fn load(&self, path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<Box<dyn GraphSession>> {
+        match self.ep {
+            Ep::Tract => Ok(Box::new(TractSession::load(path, shapes)?)),
+            ep => Ok(Box::new(OrtSession::load(path, ep, &self.options)?)),
+        }
+    }
+}
+
+struct TractSession {
+    plan: std::sync::Arc<tract_onnx::prelude::TypedSimplePlan>,
+    name: String,
+}
+
+impl TractSession {
+    /// `shapes`: per input, its shape and whether it is i64 (else f32).
+    fn load(path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<Self> {
+        use tract_onnx::prelude::*;
+        let name = path.display().to_string();
+        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: name.clone(), reason: format!("{e:#}") };
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        for (i, (shape, is_i64)) in shapes.iter().enumerate() {
+            let fact: InferenceFact = if *is_i64 { i64::fact(shape).into() } else { f32::fact(shape).into() };
+            model.set_input_fact(i, fact).map_err(err)?;
+        }
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(err)?;
+        Ok(Self { plan, name })
+    }
+}
+
+impl GraphSession for TractSession {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+        use tract_onnx::prelude::*;
+        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") };
+        let values: TVec<TValue> = inputs
+            .iter()
+            .map(|t| match t {
+                self::Tensor::F32 { shape, data } => tract_onnx::prelude::Tensor::from_shape(shape, data).map(Into::into),
+                self::Tensor::I64 { shape, data } => tract_onnx::prelude::Tensor::from_shape(shape, data).map(Into::into),
+            })
+            .collect::<TractResult<_>>()
+            .map_err(err)?;
+        let out = self.plan.run(values).map_err(err)?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        Ok((view.shape().to_vec(), view.iter().copied().collect()))
+    }
+}
+
+struct OrtSession {
+    session: ort::session::Session,
+    inputs: Vec<String>,
+    name: String,
+}
+
+impl OrtSession {
+    fn load(path: &Path, ep: Ep, options: &RuntimeOptions) -> Result<Self> {
+        let env = ort_env(options.ort_library.as_deref())?;
+        let name = path.display().to_string();
+        let err = |e: ort::Error| Error::Runtime { runtime: "ONNX Runtime", graph: name.clone(), reason: e.to_string() };
+        let mut builder = ort::session::Session::builder(env).map_err(err)?;
+        let provider: Option<ort::ep::ExecutionProviderDispatch> = match ep {
+            Ep::Cuda => Some(ort::ep::CUDA::default().build().error_on_failure()),
+            Ep::TensorRt => {
+                let mut trt = ort::ep::TensorRT::default();
+                if let Some(dir) = &options.trt_cache {
+                    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+                    trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
+                }
+                Some(trt.build().error_on_failure())
+            }
+            Ep::DirectMl => Some(ort::ep::DirectML::default().build().error_on_failure()),
+            _ => None,
+        };
+        if let Some(p) = provider {
+            builder = builder.with_execution_providers([p]).map_err(|e| Error::ProviderUnavailable {
+                requested: ep.to_string(),
+                reason: e.to_string(),
+                available: available(options).iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+                hint: String::new(),
+            })?;
+        }
+        let session = builder.commit_from_file(path).map_err(err)?;
+        let inputs = session.inputs().iter().map(|i| i.name().to_owned()).collect();
+        Ok(Self { session, inputs, name })
+    }
+}
+
+impl GraphSession for OrtSession {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+        let name = self.name.clone();
+        let err = |e: ort::Error| Error::Runtime { runtime: "ONNX Runtime", graph: name.clone(), reason: e.to_string() };
+        let mut values: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
+        for (n, t) in self.inputs.iter().zip(inputs) {
+            let v: ort::session::SessionInputValue = match t {
+                Tensor::F32 { shape, data } => ort::value::Tensor::from_array((shape.clone(), data.clone())).map_err(err)?.into(),
+                Tensor::I64 { shape, data } => ort::value::Tensor::from_array((shape.clone(), data.clone())).map_err(err)?.into(),
+            };
+            values.push((n.clone(), v));
+        }
+        let out = self.session.run(values).map_err(err)?;
+        let (shape, data) = out[0].try_extract_tensor::<f32>().map_err(err)?;
+        Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+    }
+}

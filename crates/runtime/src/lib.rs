@@ -1,0 +1,18 @@
+//! Runs animatediff-onnx artifacts: reads the manifest ([`Artifact`]), tokenises prompts
+//! ([`ClipTokenizer`]), samples with DDIM and classifier-free guidance ([`Pipeline`]) on tract or
+//! ONNX Runtime ([`Runtime`]). Reads artifacts only, never source checkpoints.
+
+pub mod artifact;
+pub mod backend;
+pub mod error;
+pub mod noise;
+pub mod pipeline;
+pub mod scheduler;
+pub mod tokenizer;
+
+pub use artifact::Artifact;
+pub use backend::{available, Ep, GraphSession, Runtime, RuntimeOptions, Tensor};
+pub use error::{Error, Result};
+pub use pipeline::{Frame, Pipeline, VideoShape};
+pub use scheduler::{Ddim, SchedulerConfig};
+pub use tokenizer::ClipTokenizer;

@@ -1,0 +1,141 @@
+//! DDIM as the official AnimateDiff code samples with it (spec §8): betas from the manifest's
+//! configuration (linear 0.00085 → 0.012 for every SD1.5 motion module), "leading" timestep
+//! spacing with `steps_offset` (25 steps: 961, 921, …, 1), ᾱ_prev = 1 after the last step
+//! (`set_alpha_to_one`), no clipping, eta 0, ε-prediction.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: String,
+    pub steps_offset: usize,
+    pub clip_sample: bool,
+    pub set_alpha_to_one: bool,
+    pub prediction_type: String,
+    pub timestep_spacing: String,
+    #[serde(default)]
+    pub eta: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Ddim {
+    pub config: SchedulerConfig,
+    /// ᾱ_t for t = 0 … num_train_timesteps−1 (f32, as the reference computes them).
+    pub alphas_cumprod: Vec<f32>,
+    final_alpha_cumprod: f32,
+}
+
+impl Ddim {
+    pub fn new(config: SchedulerConfig) -> Result<Self, String> {
+        if config.kind != "DDIM" {
+            return Err(format!("scheduler `{}` is not supported (DDIM only)", config.kind));
+        }
+        if config.prediction_type != "epsilon" || config.clip_sample || config.eta != 0.0 || config.timestep_spacing != "leading" {
+            return Err(format!(
+                "unsupported DDIM settings (prediction {}, clip_sample {}, eta {}, spacing {}): expected epsilon, false, 0, leading",
+                config.prediction_type, config.clip_sample, config.eta, config.timestep_spacing
+            ));
+        }
+        let n = config.num_train_timesteps;
+        let betas: Vec<f32> = match config.beta_schedule.as_str() {
+            // torch.linspace(beta_start, beta_end, n) in f32
+            "linear" => (0..n).map(|i| (config.beta_start + (config.beta_end - config.beta_start) * i as f64 / (n - 1) as f64) as f32).collect(),
+            "scaled_linear" => {
+                let (a, b) = (config.beta_start.sqrt(), config.beta_end.sqrt());
+                (0..n).map(|i| ((a + (b - a) * i as f64 / (n - 1) as f64) as f32).powi(2)).collect()
+            }
+            other => return Err(format!("beta schedule `{other}` is not supported (linear, scaled_linear)")),
+        };
+        let mut alphas_cumprod = Vec::with_capacity(n);
+        let mut acc = 1f32;
+        for b in &betas {
+            acc *= 1.0 - b;
+            alphas_cumprod.push(acc);
+        }
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        Ok(Self { config, alphas_cumprod, final_alpha_cumprod })
+    }
+
+    /// Leading spacing: `(N−1−i)·(T/N) + steps_offset`.
+    pub fn timesteps(&self, steps: usize) -> Vec<usize> {
+        let ratio = self.config.num_train_timesteps / steps;
+        (0..steps).map(|i| (steps - 1 - i) * ratio + self.config.steps_offset).collect()
+    }
+
+    /// One DDIM step (eta 0) in place: `x ← √ᾱ_prev·x0 + √(1−ᾱ_prev)·ε`, `x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t`,
+    /// with `prev = t − T/N` (ᾱ_prev = 1 below 0).
+    pub fn step(&self, x: &mut [f32], eps: &[f32], t: usize, steps: usize) {
+        let prev = t as i64 - (self.config.num_train_timesteps / steps) as i64;
+        let a_t = self.alphas_cumprod[t];
+        let a_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
+        let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+        let (pa, pb) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
+        for (xi, &e) in x.iter_mut().zip(eps) {
+            let x0 = (*xi - sb * e) / sa;
+            *xi = pa * x0 + pb * e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn official() -> SchedulerConfig {
+        SchedulerConfig {
+            kind: "DDIM".into(),
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "linear".into(),
+            steps_offset: 1,
+            clip_sample: false,
+            set_alpha_to_one: true,
+            prediction_type: "epsilon".into(),
+            timestep_spacing: "leading".into(),
+            eta: 0.0,
+        }
+    }
+
+    #[test]
+    fn timesteps_are_leading_with_offset() {
+        let d = Ddim::new(official()).unwrap();
+        let t25 = d.timesteps(25);
+        assert_eq!(t25.first(), Some(&961));
+        assert_eq!(t25.last(), Some(&1));
+        assert_eq!(&t25[..3], &[961, 921, 881]);
+        assert!(t25.windows(2).all(|w| w[0] - w[1] == 40));
+        assert_eq!(d.timesteps(4), vec![751, 501, 251, 1]);
+    }
+
+    #[test]
+    fn alphas_match_float64_reference_values() {
+        // spec §8.1, computed in float64 independently of this code
+        let d = Ddim::new(official()).unwrap();
+        for (t, want) in [(0, 0.999150), (1, 0.998290), (41, 0.955678), (481, 0.181388), (921, 0.003914), (961, 0.002478), (999, 0.001579)] {
+            let got = d.alphas_cumprod[t] as f64;
+            assert!((got - want).abs() < 2e-6, "ᾱ_{t} = {got}, expected {want}");
+        }
+        // SD's scaled_linear differs, as the spec warns
+        let mut c = official();
+        c.beta_schedule = "scaled_linear".into();
+        let s = Ddim::new(c).unwrap();
+        assert!((s.alphas_cumprod[961] as f64 - 0.007282).abs() < 2e-6);
+        assert!((s.alphas_cumprod[481] as f64 - 0.302296).abs() < 2e-6);
+    }
+
+    #[test]
+    fn last_step_uses_alpha_one_and_returns_x0() {
+        let d = Ddim::new(official()).unwrap();
+        let (x0, eps) = (0.7f32, -0.3f32);
+        let a = d.alphas_cumprod[1];
+        let mut x = vec![a.sqrt() * x0 + (1.0 - a).sqrt() * eps];
+        d.step(&mut x, &[eps], 1, 25);
+        assert!((x[0] - x0).abs() < 1e-6, "{}", x[0]);
+    }
+}

@@ -1,0 +1,121 @@
+//! The runner against the reference: a 4-step DDIM run with guidance 7.5 from the golden's initial
+//! latents and token ids must give the golden final latents (≤ 5e-3 × max |reference|: random
+//! weights amplify fp32 rounding from step to step) and frames (≤ 2/255), on tract and ORT CPU.
+//! Also: the shipped CLIP tokenizer gives the reference ids on 35 prompts.
+
+use std::fs::File;
+
+use animatediff_cli::build::{build, BuildOptions, Precision};
+use animatediff_formats::{LoraScaling, LoraSpec};
+use animatediff_onnx::{fixtures, goldens_dir, Deviation};
+use animatediff_runtime::{Artifact, ClipTokenizer, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
+use ndarray::ArrayD;
+use ndarray_npy::NpzReader;
+
+fn artifact(variant: &str, mm: &str, dir: &std::path::Path) -> Artifact {
+    let set = fixtures();
+    let out = dir.join(format!("{variant}_{mm}"));
+    build(&BuildOptions {
+        base: Some(set.path("base.safetensors")),
+        personalized: (variant != "base").then(|| set.path("personalized.safetensors")),
+        loras: if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] },
+        lora_scaling: if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official },
+        lora_ignore_unmatched: false,
+        motion_module: set.path(&format!("mm_{mm}.ckpt")),
+        motion_version: None,
+        arch: None,
+        frames: None,
+        height: None,
+        width: None,
+        precision: Precision::Fp32,
+        vae_precision: Precision::Fp32,
+        out: out.clone(),
+        opset: 17,
+        quiet: true,
+        max_file_bytes: 2_000_000_000,
+    })
+    .unwrap();
+    Artifact::open(&out).unwrap()
+}
+
+fn sampling(variant: &str, mm: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let art = artifact(variant, mm, dir.path());
+    let name = format!("{variant}_{mm}");
+    let mut g = NpzReader::new(File::open(goldens_dir().join(format!("{name}.npz"))).unwrap()).unwrap();
+    let uncond: ArrayD<i64> = g.by_name("ddim_uncond_ids").unwrap();
+    let cond: ArrayD<i64> = g.by_name("ddim_cond_ids").unwrap();
+    let init: ArrayD<f32> = g.by_name("ddim_init_latents").unwrap();
+    let steps: ArrayD<i64> = g.by_name("ddim_timesteps").unwrap();
+    let guidance: ArrayD<f32> = g.by_name("ddim_guidance").unwrap();
+    let final_ref: ArrayD<f32> = g.by_name("ddim_final_latents").unwrap();
+    let frames_ref: ArrayD<u8> = g.by_name("ddim_frames_u8").unwrap();
+    let shape = VideoShape { frames: init.shape()[2], height: init.shape()[3] * 8, width: init.shape()[4] * 8 };
+
+    for ep in [Ep::Tract, Ep::Cpu] {
+        let runtime = Runtime::new(RuntimeOptions { ep, ..Default::default() }).unwrap();
+        let mut p = Pipeline::load(art.clone(), &runtime, shape, |_| {}).unwrap();
+        assert_eq!(p.scheduler.timesteps(steps.len()), steps.iter().map(|&t| t as usize).collect::<Vec<_>>());
+        let ctx = p.encode(uncond.as_slice().unwrap(), cond.as_slice().unwrap()).unwrap();
+        let latents = p.sample(&ctx, init.as_slice().unwrap().to_vec(), steps.len(), guidance.first().copied().unwrap(), |_, _| {}).unwrap();
+        let d = Deviation::of(&latents, final_ref.as_slice().unwrap());
+        println!("{name} {ep:>5} final latents: {d}");
+        assert!(d.max_abs <= 5e-3 * d.max_ref, "{name} {ep}: {d}");
+
+        let frames = p.decode(&latents, |_| {}).unwrap();
+        let (f, _, h, w) = (frames_ref.shape()[0], 3, frames_ref.shape()[2], frames_ref.shape()[3]);
+        assert_eq!(frames.len(), f);
+        let mut worst = 0u8;
+        let mut differing = 0usize;
+        for (i, fr) in frames.iter().enumerate() {
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let got = fr.rgb[(y * w + x) * 3 + c];
+                        let want = frames_ref[[i, c, y, x]];
+                        let diff = got.abs_diff(want);
+                        worst = worst.max(diff);
+                        differing += (diff > 0) as usize;
+                    }
+                }
+            }
+        }
+        println!("{name} {ep:>5} frames: max |Δ| {worst}/255, {differing} of {} values differ", f * 3 * h * w);
+        assert!(worst <= 2, "{name} {ep}: frames differ by {worst}/255");
+    }
+}
+
+#[test]
+fn sampling_base_v1() {
+    sampling("base", "v1")
+}
+#[test]
+fn sampling_base_v2() {
+    sampling("base", "v2")
+}
+#[test]
+fn sampling_personalized_lora_official_v3() {
+    sampling("personalized_lora_official", "v3")
+}
+#[test]
+fn sampling_personalized_lora_kohya_v2() {
+    sampling("personalized_lora_kohya", "v2")
+}
+
+#[test]
+fn tokenizer_matches_the_reference_on_35_prompts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/cli/assets/clip_tokenizer.json");
+    let tok = ClipTokenizer::from_file(&path).unwrap();
+    let prompts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/tokenizer/prompts.json")).unwrap(),
+    )
+    .unwrap();
+    let list = prompts.as_array().or_else(|| prompts["prompts"].as_array()).expect("a list of prompts");
+    assert!(list.len() >= 20);
+    for p in list {
+        let text = p["prompt"].as_str().unwrap();
+        let want: Vec<i64> = serde_json::from_value(p["ids"].clone()).unwrap();
+        assert_eq!(tok.encode(text).unwrap(), want, "{:?} ({})", text, p["name"]);
+    }
+    println!("{} prompts tokenised exactly as transformers' CLIPTokenizer (padding 49407, truncation at 77)", list.len());
+}
