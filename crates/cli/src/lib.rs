@@ -1,4 +1,7 @@
-//! Command-line tools of animatediff-onnx: `build-graph` (ONNX export, [`build`]) and `inspect`
-//! (what model files hold). `animate` follows.
+//! Command-line tools of animatediff-onnx: `build-graph` (ONNX export, [`build`]), `animate` (the
+//! runner: [`media`] outputs, [`prompt_config`] batches, the [`demo`] model) and `inspect`.
 
 pub mod build;
+pub mod demo;
+pub mod media;
+pub mod prompt_config;

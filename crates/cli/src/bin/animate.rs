@@ -1,0 +1,276 @@
+//! `animate`: tokenises prompts, runs DDIM with classifier-free guidance over an artifact's graphs
+//! on tract (default, pure Rust) or ONNX Runtime (CPU, CUDA, TensorRT, DirectML), and writes an
+//! animated GIF, an animated WebP or PNG frames.
+//!
+//!     animate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps 25] [--guidance 7.5]
+//!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
+//!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8] --out FILE.gif|FILE.webp|DIR
+//!     animate --config prompts.yaml --model DIR --out DIR
+//!     animate --demo --out demo.gif
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use animatediff_cli::{demo, media, prompt_config};
+use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
+
+#[derive(Parser)]
+#[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)")]
+struct Args {
+    /// Artifact directory written by build-graph.
+    #[arg(long, required_unless_present = "demo")]
+    model: Option<PathBuf>,
+    /// What to animate.
+    #[arg(long, required_unless_present_any = ["config", "demo"])]
+    prompt: Option<String>,
+    /// Negative prompt (the unconditional half of classifier-free guidance).
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Seed of the initial noise (random, and printed, when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// Classifier-free guidance scale (active when > 1).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    #[arg(long)]
+    frames: Option<usize>,
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    /// Where the graphs run.
+    #[arg(long, default_value = "tract")]
+    ep: Ep,
+    /// Fall back to another provider when the requested one is unavailable (always reported).
+    #[arg(long)]
+    ep_fallback: bool,
+    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else .ort/ from tools/setup.sh).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// TensorRT engine cache directory.
+    #[arg(long)]
+    trt_cache: Option<PathBuf>,
+    /// Start from these latents (f32 .npy of shape (1, 4, F, h, w)) instead of seeded noise.
+    #[arg(long)]
+    latents_in: Option<PathBuf>,
+    /// Write the final latents (before decoding) as f32 .npy.
+    #[arg(long)]
+    latents_out: Option<PathBuf>,
+    /// Frames per second of GIF/WebP output (the official code writes 8).
+    #[arg(long, default_value_t = 8)]
+    fps: u32,
+    /// AnimateDiff prompt config (YAML): one output per prompt, into --out DIR.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Animate the tiny built-in model (random weights: noise frames), building it once.
+    #[arg(long)]
+    demo: bool,
+    /// `FILE.gif`, `FILE.webp`, or a directory (PNG frames; with --config, one output per prompt).
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+struct Job {
+    name: String,
+    prompt: String,
+    negative: String,
+    seed: Option<u64>,
+    steps: usize,
+    guidance: f32,
+    shape: VideoShape,
+    out: PathBuf,
+}
+
+fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(ProgressStyle::with_template("{msg:<12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap().progress_chars("=> "));
+    b.set_message(what.to_owned());
+    b
+}
+
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as u64) ^ ((std::process::id() as u64) << 32)
+}
+
+fn read_latents(path: &Path, expected: &[usize]) -> Result<Vec<f32>, String> {
+    let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| format!("--latents-in {}: {e} (expected an f32 .npy)", path.display()))?;
+    if a.shape() != expected {
+        return Err(format!("--latents-in {}: shape {:?}, expected {:?} (1, channels, frames, height/8, width/8)", path.display(), a.shape(), expected));
+    }
+    Ok(a.iter().copied().collect())
+}
+
+fn write_latents(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), String> {
+    let a = ndarray::ArrayD::from_shape_vec(shape.to_vec(), data.to_vec()).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("npy.partial");
+    ndarray_npy::write_npy(&tmp, &a).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn slug(s: &str) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    out.trim_matches('-').chars().take(40).collect()
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let quiet = args.quiet;
+    let (model, demo_defaults) = if args.demo {
+        let spinner = bar(quiet, 1, "demo model");
+        let (dir, built) = demo::artifact(true)?;
+        spinner.finish_and_clear();
+        if built && !quiet {
+            eprintln!("animate: built the demo model into {}", dir.display());
+        }
+        (dir, true)
+    } else {
+        (args.model.clone().expect("clap requires --model"), false)
+    };
+    let artifact = Artifact::open(&model).map_err(|e| e.to_string())?;
+    let default_px = if demo_defaults { 64 } else { 512 };
+    let base_shape = VideoShape {
+        frames: args.frames.unwrap_or(16),
+        height: args.height.unwrap_or(default_px),
+        width: args.width.unwrap_or(default_px),
+    };
+
+    // The jobs: one prompt, a prompt config, or the demo prompt.
+    let mut jobs = Vec::new();
+    if let Some(cfg) = &args.config {
+        if media::Format::of(&args.out) != media::Format::PngDir {
+            return Err(format!("--config writes one output per prompt: --out must be a directory, not {}", args.out.display()));
+        }
+        let (list, notes) = prompt_config::load(cfg)?;
+        for n in notes {
+            eprintln!("animate: {}: {n}", cfg.display());
+        }
+        for (i, j) in list.into_iter().enumerate() {
+            let shape = VideoShape {
+                frames: args.frames.or(j.frames).unwrap_or(16),
+                height: args.height.or(j.height).unwrap_or(default_px),
+                width: args.width.or(j.width).unwrap_or(default_px),
+            };
+            let ext = "gif";
+            jobs.push(Job {
+                out: args.out.join(format!("{i:03}-{}.{ext}", slug(&j.prompt))),
+                name: j.name,
+                prompt: j.prompt,
+                negative: j.negative,
+                seed: j.seed,
+                steps: j.steps.unwrap_or(args.steps),
+                guidance: j.guidance.unwrap_or(args.guidance),
+                shape,
+            });
+        }
+    } else {
+        let prompt = args.prompt.clone().unwrap_or_else(|| "a red circle moving left".into());
+        jobs.push(Job {
+            name: "prompt".into(),
+            prompt,
+            negative: args.negative.clone(),
+            seed: args.seed,
+            steps: args.steps,
+            guidance: args.guidance,
+            shape: base_shape,
+            out: args.out.clone(),
+        });
+    }
+    if args.latents_in.is_some() && jobs.len() > 1 {
+        return Err("--latents-in applies to a single prompt, not to a --config batch".into());
+    }
+
+    let runtime = Runtime::new(RuntimeOptions {
+        ep: args.ep,
+        fallback: args.ep_fallback,
+        ort_library: args.ort_library.clone(),
+        trt_cache: args.trt_cache.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    for n in &runtime.notes {
+        eprintln!("animate: {n}");
+    }
+
+    let mut pipeline: Option<Pipeline> = None;
+    for job in jobs {
+        if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
+            let loading = bar(quiet, 3, "loading");
+            let p = Pipeline::load(artifact.clone(), &runtime, job.shape, |what| {
+                loading.set_message(format!("loading {what}"));
+                loading.inc(1);
+            })
+            .map_err(|e| e.to_string())?;
+            loading.finish_and_clear();
+            pipeline = Some(p);
+        }
+        let p = pipeline.as_mut().unwrap();
+        let start = Instant::now();
+        let c = artifact.latent_channels;
+        let latent_shape = [1, c, job.shape.frames, job.shape.height / 8, job.shape.width / 8];
+        let (latents, seed) = match &args.latents_in {
+            Some(path) => (read_latents(path, &latent_shape)?, None),
+            None => {
+                let seed = job.seed.unwrap_or_else(random_seed);
+                (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))
+            }
+        };
+        let uncond = p.tokenize(&job.negative).map_err(|e| e.to_string())?;
+        let cond = p.tokenize(&job.prompt).map_err(|e| e.to_string())?;
+        let ctx = p.encode(&uncond, &cond).map_err(|e| e.to_string())?;
+        let steps = bar(quiet, job.steps as u64, "denoising");
+        let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(|e| e.to_string())?;
+        steps.finish_and_clear();
+        if let Some(path) = &args.latents_out {
+            write_latents(path, &latent_shape, &latents)?;
+        }
+        let decoding = bar(quiet, job.shape.frames as u64, "decoding");
+        let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(|e| e.to_string())?;
+        decoding.finish_and_clear();
+        media::write(&job.out, &frames, args.fps)?;
+        if !quiet {
+            eprintln!(
+                "animate: {} -> {} ({} frames {}x{}, {} steps, guidance {}, {}, {} on {}, {:.1}s)",
+                job.name,
+                job.out.display(),
+                frames.len(),
+                job.shape.width,
+                job.shape.height,
+                job.steps,
+                job.guidance,
+                seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "latents from --latents-in".into()),
+                artifact.motion_version,
+                runtime.ep,
+                start.elapsed().as_secs_f64()
+            );
+        } else if job.seed.is_none() && args.latents_in.is_none() {
+            // a random seed is always reported, so the video can be made again
+            eprintln!("animate: {}: seed {}", job.name, seed.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("animate: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! AnimateDiff prompt-config files (`configs/prompts/*.yaml` of the official repository): a list
+//! of entries (or, in the v1 format, a map of named entries), each with `prompt` and `n_prompt`
+//! lists, `seed` (an int or a list; −1 = random), `steps`, `guidance_scale`, optionally `W`, `H`,
+//! `L`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
+//! model-selection fields (`dreambooth_path`, `motion_module`, ...) are accepted and reported: the
+//! model is the artifact given with `--model`. Any other field is an error (a typo must not pass).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    prompt: Vec<String>,
+    #[serde(default)]
+    n_prompt: Vec<String>,
+    #[serde(default)]
+    seed: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    steps: Option<usize>,
+    #[serde(default)]
+    guidance_scale: Option<f32>,
+    #[serde(default, rename = "W")]
+    width: Option<usize>,
+    #[serde(default, rename = "H")]
+    height: Option<usize>,
+    #[serde(default, rename = "L")]
+    frames: Option<usize>,
+    // model selection in the official configs: not ours to choose here
+    #[serde(default)]
+    inference_config: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    motion_module: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    dreambooth_path: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    lora_model_path: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    lora_alpha: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    base: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    path: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    motion_module_lora_configs: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    adapter_lora_path: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    adapter_lora_scale: Option<serde_yaml_ng::Value>,
+}
+
+/// A seed: a non-negative integer (official seeds use the full u64 range), or −1 for random.
+fn seed_value(v: &serde_yaml_ng::Value) -> Result<Option<u64>, String> {
+    match v {
+        serde_yaml_ng::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, Some(-1)) => Ok(None),
+            _ => Err(format!("seed {n} is not a non-negative integer or -1")),
+        },
+        other => Err(format!("seed {other:?} is not an integer")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum File {
+    List(Vec<Entry>),
+    Named(std::collections::BTreeMap<String, Entry>),
+}
+
+/// One video to make.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub name: String,
+    pub prompt: String,
+    pub negative: String,
+    /// `None`: draw a random seed.
+    pub seed: Option<u64>,
+    pub steps: Option<usize>,
+    pub guidance: Option<f32>,
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub frames: Option<usize>,
+}
+
+/// Parses a prompt config into jobs, plus notes on the fields that were ignored.
+pub fn load(path: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: File = serde_yaml_ng::from_str(&text).map_err(|e| {
+        // untagged enums hide the inner error: parse again as a list to name the field at fault
+        let detail = serde_yaml_ng::from_str::<Vec<Entry>>(&text).err().or_else(|| serde_yaml_ng::from_str::<std::collections::BTreeMap<String, Entry>>(&text).err());
+        format!("{}: not an AnimateDiff prompt config: {}", path.display(), detail.map(|d| d.to_string()).unwrap_or_else(|| e.to_string()))
+    })?;
+    let entries: Vec<(String, Entry)> = match file {
+        File::List(v) => v.into_iter().enumerate().map(|(i, e)| (format!("{i}"), e)).collect(),
+        File::Named(m) => m.into_iter().collect(),
+    };
+    let mut jobs = Vec::new();
+    let mut notes = Vec::new();
+    for (name, e) in entries {
+        let n = e.prompt.len();
+        let bad = |what: String| format!("{}: entry {name}: {what}", path.display());
+        if n == 0 {
+            return Err(bad("`prompt` is empty".into()));
+        }
+        let negatives = match e.n_prompt.len() {
+            0 => vec![String::new(); n],
+            1 => vec![e.n_prompt[0].clone(); n],
+            k if k == n => e.n_prompt.clone(),
+            k => return Err(bad(format!("{k} `n_prompt` entries for {n} prompts (give 1 or {n})"))),
+        };
+        let seeds: Vec<Option<u64>> = match &e.seed {
+            None => vec![None; n],
+            Some(serde_yaml_ng::Value::Sequence(v)) => {
+                let v: Vec<Option<u64>> = v.iter().map(seed_value).collect::<Result<_, _>>().map_err(&bad)?;
+                match v.len() {
+                    1 => vec![v[0]; n],
+                    k if k == n => v,
+                    k => return Err(bad(format!("{k} seeds for {n} prompts (give 1 or {n})"))),
+                }
+            }
+            Some(one) => vec![seed_value(one).map_err(&bad)?; n],
+        };
+        let ignored: Vec<&str> = [
+            ("dreambooth_path", e.dreambooth_path.is_some()),
+            ("motion_module", e.motion_module.is_some()),
+            ("inference_config", e.inference_config.is_some()),
+            ("lora_model_path", e.lora_model_path.is_some()),
+            ("lora_alpha", e.lora_alpha.is_some()),
+            ("base", e.base.is_some()),
+            ("path", e.path.is_some()),
+            ("motion_module_lora_configs", e.motion_module_lora_configs.is_some()),
+            ("adapter_lora_path", e.adapter_lora_path.is_some()),
+            ("adapter_lora_scale", e.adapter_lora_scale.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
+        if !ignored.is_empty() {
+            notes.push(format!(
+                "entry {name}: ignoring {} (the model is the artifact given with --model; bake these with build-graph)",
+                ignored.join(", ")
+            ));
+        }
+        for i in 0..n {
+            jobs.push(Job {
+                name: format!("{name}-{i}"),
+                prompt: e.prompt[i].clone(),
+                negative: negatives[i].clone(),
+                seed: seeds[i],
+                steps: e.steps,
+                guidance: e.guidance_scale,
+                width: e.width,
+                height: e.height,
+                frames: e.frames,
+            });
+        }
+    }
+    Ok((jobs, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Vec<Job>, Vec<String>), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("prompts.yaml");
+        std::fs::write(&p, text).unwrap();
+        load(&p)
+    }
+
+    #[test]
+    fn official_list_format_broadcasts_negative_and_seed() {
+        let (jobs, notes) = parse(
+            r#"
+- inference_config: "configs/inference/inference-v3.yaml"
+  motion_module:    "models/Motion_Module/v3_sd15_mm.ckpt"
+  dreambooth_path:  "models/DreamBooth_LoRA/toonyou_beta3.safetensors"
+  lora_model_path:  ""
+  seed:           [12192490710448890259, 12238800062118732365]
+  steps:          25
+  guidance_scale: 7.5
+  prompt:
+    - "best quality, masterpiece, 1girl"
+    - "1boy, formal"
+  n_prompt:
+    - "worst quality, low quality, letterboxed"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[1].negative, "worst quality, low quality, letterboxed");
+        assert_eq!(jobs[0].guidance, Some(7.5));
+        assert_eq!(notes.len(), 1);
+        assert_eq!(jobs[0].seed, Some(12192490710448890259));
+        assert_eq!(jobs[1].seed, Some(12238800062118732365));
+    }
+
+    #[test]
+    fn v1_named_format_and_random_seed() {
+        let (jobs, _) = parse("ToonYou:\n  path: x.safetensors\n  motion_module: [a.ckpt]\n  seed: -1\n  steps: 25\n  guidance_scale: 7.5\n  prompt: [a, b, c]\n  n_prompt: ['', '', '']\n").unwrap();
+        assert_eq!(jobs.len(), 3);
+        assert!(jobs.iter().all(|j| j.seed.is_none()));
+        assert_eq!(jobs[2].name, "ToonYou-2");
+    }
+
+    #[test]
+    fn typos_and_mismatches_are_errors_naming_the_field() {
+        let e = parse("- promt: [a]\n  steps: 25\n").unwrap_err();
+        assert!(e.contains("prompts.yaml") && e.contains("promt"), "{e}");
+        let e = parse("- prompt: [a, b]\n  n_prompt: [x, y, z]\n").unwrap_err();
+        assert!(e.contains("3 `n_prompt` entries for 2 prompts"), "{e}");
+        let e = parse("- prompt: [a, b]\n  seed: [1, 2, 3]\n").unwrap_err();
+        assert!(e.contains("3 seeds for 2 prompts"), "{e}");
+    }
+}
