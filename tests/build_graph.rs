@@ -4,33 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use animatediff_cli::build::{build, BuildOptions, Error, Precision};
+use animatediff_cli::build::{build, BuildOptions, Error};
 use animatediff_formats::{LoraScaling, LoraSpec};
-use animatediff_onnx::{fixtures, goldens_dir, Deviation};
+use animatediff_onnx::{fixtures, goldens_dir, variant_options, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
 fn options(out: &Path, mm: &str) -> BuildOptions {
-    let set = fixtures();
-    BuildOptions {
-        base: Some(set.path("base.safetensors")),
-        personalized: None,
-        loras: vec![],
-        lora_scaling: LoraScaling::Official,
-        lora_ignore_unmatched: false,
-        motion_module: set.path(&format!("mm_{mm}.ckpt")),
-        motion_version: None,
-        arch: None,
-        frames: None,
-        height: None,
-        width: None,
-        precision: Precision::Fp32,
-        vae_precision: Precision::Fp32,
-        out: out.to_path_buf(),
-        opset: 17,
-        quiet: true,
-        max_file_bytes: 2_000_000_000,
-    }
+    variant_options("base", mm, out)
 }
 
 fn golden(name: &str) -> NpzReader<std::fs::File> {

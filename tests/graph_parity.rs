@@ -9,8 +9,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use animatediff_cli::build::{build, BuildOptions, Precision};
-use animatediff_formats::{LoraScaling, LoraSpec};
-use animatediff_onnx::{fixtures, goldens_dir, ort_library, Deviation};
+use animatediff_onnx::{goldens_dir, ort_library, variant_options, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
@@ -114,31 +113,9 @@ fn parity(variant: &str, mm: &str) {
 }
 
 fn parity_at(variant: &str, mm: &str, precision: Precision) {
-    let set = fixtures();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artifact");
-    let personalized = variant != "base";
-    let scaling = if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official };
-    let loras = if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] };
-    let report = build(&BuildOptions {
-        base: Some(set.path("base.safetensors")),
-        personalized: personalized.then(|| set.path("personalized.safetensors")),
-        loras,
-        lora_scaling: scaling,
-        lora_ignore_unmatched: false,
-        motion_module: set.path(&format!("mm_{mm}.ckpt")),
-        motion_version: None,
-        arch: None,
-        frames: None,
-        height: None,
-        width: None,
-        precision,
-        vae_precision: precision,
-        out: out.clone(),
-        opset: onnx_writer_opset(),
-        quiet: true,
-        max_file_bytes: u64::MAX,
-    })
+    let report = build(&BuildOptions { precision, vae_precision: precision, ..variant_options(variant, mm, &out) })
     .unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(report.manifest["motion_version"], mm);
@@ -168,10 +145,6 @@ fn parity_at(variant: &str, mm: &str, precision: Precision) {
         check(&format!("{label} {runtime} unet"), &run(&out.join("unet.onnx"), &unet_inputs), &unet_ref, tol);
         check(&format!("{label} {runtime} vae_decoder"), &run(&out.join("vae_decoder.onnx"), &[("latent_sample", &vae_in)]), &vae_ref, tol);
     }
-}
-
-fn onnx_writer_opset() -> i64 {
-    17
 }
 
 macro_rules! parity_tests {

@@ -5,36 +5,15 @@
 
 use std::fs::File;
 
-use animatediff_cli::build::{build, BuildOptions, Precision};
-use animatediff_formats::{LoraScaling, LoraSpec};
-use animatediff_onnx::{fixtures, goldens_dir, Deviation};
+use animatediff_cli::build::build;
+use animatediff_onnx::{goldens_dir, variant_options, Deviation};
 use animatediff_runtime::{Artifact, ClipTokenizer, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
 fn artifact(variant: &str, mm: &str, dir: &std::path::Path) -> Artifact {
-    let set = fixtures();
     let out = dir.join(format!("{variant}_{mm}"));
-    build(&BuildOptions {
-        base: Some(set.path("base.safetensors")),
-        personalized: (variant != "base").then(|| set.path("personalized.safetensors")),
-        loras: if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] },
-        lora_scaling: if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official },
-        lora_ignore_unmatched: false,
-        motion_module: set.path(&format!("mm_{mm}.ckpt")),
-        motion_version: None,
-        arch: None,
-        frames: None,
-        height: None,
-        width: None,
-        precision: Precision::Fp32,
-        vae_precision: Precision::Fp32,
-        out: out.clone(),
-        opset: 17,
-        quiet: true,
-        max_file_bytes: 2_000_000_000,
-    })
-    .unwrap();
+    build(&variant_options(variant, mm, &out)).unwrap();
     Artifact::open(&out).unwrap()
 }
 

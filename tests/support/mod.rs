@@ -69,3 +69,19 @@ impl std::fmt::Display for Deviation {
         write!(f, "max abs err {:.3e} (max |ref| {:.3}, relative {:.3e})", self.max_abs, self.max_ref, self.relative())
     }
 }
+
+/// Build options for one golden variant (`base`, `personalized`, `personalized_lora_official`,
+/// `personalized_lora_kohya`) with motion module `mm` (`v1`, `v2`, `v3`): LoRA multiplier 0.8, as
+/// the reference tool.
+pub fn variant_options(variant: &str, mm: &str, out: &Path) -> animatediff_cli::build::BuildOptions {
+    use animatediff_formats::{LoraScaling, LoraSpec};
+    let set = fixtures();
+    animatediff_cli::build::BuildOptions {
+        base: Some(set.path("base.safetensors")),
+        personalized: (variant != "base").then(|| set.path("personalized.safetensors")),
+        loras: if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] },
+        lora_scaling: if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official },
+        quiet: true,
+        ..animatediff_cli::build::BuildOptions::new(set.path(&format!("mm_{mm}.ckpt")), out)
+    }
+}

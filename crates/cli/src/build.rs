@@ -74,6 +74,33 @@ pub struct BuildOptions {
     pub max_file_bytes: u64,
 }
 
+impl BuildOptions {
+    /// The defaults of the `build-graph` command line: no base, personalised model or LoRAs yet,
+    /// official LoRA scaling, detected motion version, symbolic shapes, fp32, opset 17, files
+    /// under 2 GiB, progress bar shown.
+    pub fn new(motion_module: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            base: None,
+            personalized: None,
+            loras: Vec::new(),
+            lora_scaling: LoraScaling::Official,
+            lora_ignore_unmatched: false,
+            motion_module: motion_module.into(),
+            motion_version: None,
+            arch: None,
+            frames: None,
+            height: None,
+            width: None,
+            precision: Precision::Fp32,
+            vae_precision: Precision::Fp32,
+            out: out.into(),
+            opset: onnx_writer::DEFAULT_OPSET,
+            quiet: false,
+            max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]

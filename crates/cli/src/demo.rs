@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::build::{build, BuildOptions, Precision};
+use crate::build::{build, BuildOptions};
 
 /// Where the demo artifact is cached: `$ANIMATEDIFF_CACHE`, `$XDG_CACHE_HOME/animatediff-onnx`,
 /// `~/.cache/animatediff-onnx`, else the system temporary directory.
@@ -30,25 +30,7 @@ pub fn artifact(quiet: bool) -> Result<(PathBuf, bool), String> {
     let fixtures = root.join("fixtures");
     let set = animatediff_fixtures::write_fixture_set(&fixtures, animatediff_fixtures::DEFAULT_SEED)
         .map_err(|e| format!("writing the demo model to {}: {e}", fixtures.display()))?;
-    build(&BuildOptions {
-        base: Some(set.path("base.safetensors")),
-        personalized: None,
-        loras: vec![],
-        lora_scaling: animatediff_formats::LoraScaling::Official,
-        lora_ignore_unmatched: false,
-        motion_module: set.path("mm_v2.ckpt"),
-        motion_version: None,
-        arch: None,
-        frames: None,
-        height: None,
-        width: None,
-        precision: Precision::Fp32,
-        vae_precision: Precision::Fp32,
-        out: out.clone(),
-        opset: onnx_writer::DEFAULT_OPSET,
-        quiet,
-        max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
-    })
+    build(&BuildOptions { base: Some(set.path("base.safetensors")), quiet, ..BuildOptions::new(set.path("mm_v2.ckpt"), &out) })
     .map_err(|e| format!("building the demo model: {e}"))?;
     let _ = std::fs::remove_dir_all(&fixtures);
     Ok((out, true))
