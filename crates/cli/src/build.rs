@@ -72,6 +72,9 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Largest external-data file (default just under 2 GiB); more files are written beyond it.
     pub max_file_bytes: u64,
+    /// Store a golden bundle (`golden.npz`: seeded small inputs and tract's outputs) so that
+    /// `animate check` works anywhere without the source checkpoints.
+    pub golden: bool,
 }
 
 impl BuildOptions {
@@ -97,6 +100,7 @@ impl BuildOptions {
             opset: onnx_writer::DEFAULT_OPSET,
             quiet: false,
             max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
+            golden: true,
         }
     }
 }
@@ -445,6 +449,38 @@ fn write_artifact(
     let tok_path = dir.join("tokenizer.json");
     std::fs::write(&tok_path, CLIP_TOKENIZER_JSON).map_err(io(&tok_path))?;
 
+    // Golden bundle: small seeded inputs through every graph with tract.
+    let golden = if opts.golden {
+        let shapes = animatediff_runtime::check::SmallShapes::new(
+            a.unet.in_channels,
+            a.text_encoder.hidden_size,
+            motion.max_frames(),
+            opts.frames,
+            lat(opts.height).zip(lat(opts.width)),
+        );
+        let runtime = animatediff_runtime::Runtime::new(animatediff_runtime::RuntimeOptions::default())
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        let mut cases = animatediff_runtime::check::small_inputs(shapes);
+        for case in &mut cases {
+            let file = format!("{}.onnx", case.graph);
+            let out = animatediff_runtime::check::run(&runtime, dir, &file, case)
+                .map_err(|e| Error::Usage(format!("computing the golden bundle: {e}")))?;
+            case.expected = Some(out);
+        }
+        let path = dir.join("golden.npz");
+        animatediff_runtime::check::write_bundle(&path, &cases).map_err(|e| Error::Usage(e.to_string()))?;
+        Some(json!({
+            "file": "golden.npz",
+            "runtime": "tract",
+            "frames": shapes.frames,
+            "latent_height": shapes.latent_hw.0,
+            "latent_width": shapes.latent_hw.1,
+            "arrays": "<graph>.<input or output name>",
+        }))
+    } else {
+        None
+    };
+
     // Manifest
     let h = lat(opts.height);
     let w = lat(opts.width);
@@ -472,7 +508,10 @@ fn write_artifact(
         },
     });
     let mut files = serde_json::Map::new();
-    let written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "tokenizer.json"].map(String::from);
+    let mut written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "tokenizer.json"].map(String::from).to_vec();
+    if golden.is_some() {
+        written.push("golden.npz".into());
+    }
     for f in written.iter().chain(&unet_data_files) {
         let p = dir.join(f);
         let size = std::fs::metadata(&p).map_err(io(&p))?.len();
@@ -520,6 +559,7 @@ fn write_artifact(
         "vae_precision": opts.vae_precision.to_string(),
         "opset": opts.opset,
         "graphs": graphs,
+        "golden": golden,
         "tokenizer": { "file": "tokenizer.json", "pad_token_id": 49407, "bos_token_id": 49406, "eos_token_id": 49407, "max_length": 77 },
         "files": files,
     });

@@ -4,6 +4,7 @@
 
 pub mod artifact;
 pub mod backend;
+pub mod check;
 pub mod error;
 pub mod noise;
 pub mod pipeline;

@@ -7,6 +7,7 @@
 //!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8] --out FILE.gif|FILE.webp|DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo --out demo.gif
+//!     animate check --model DIR --ep A [--against B | --golden FILE.npz] [--tolerance X] [--json]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,13 +20,55 @@ use animatediff_cli::{demo, media, prompt_config};
 use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
 #[derive(Parser)]
-#[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)")]
+#[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Check that an artifact gives the same numbers on a runtime as on another one, or as in a
+    /// golden bundle (by default the one build-graph stored in the artifact); also verifies every
+    /// file's SHA-256. Exits non-zero on any failure.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Artifact directory written by build-graph.
+    #[arg(long)]
+    model: PathBuf,
+    /// Runtime to check.
+    #[arg(long, default_value = "tract")]
+    ep: Ep,
+    /// Compare with this runtime instead of the golden bundle.
+    #[arg(long, conflicts_with = "golden")]
+    against: Option<Ep>,
+    /// Golden bundle (.npz) to compare with; default: the artifact's own `golden.npz`.
+    #[arg(long)]
+    golden: Option<PathBuf>,
+    /// Bound on max |error| / max |reference| (default 1e-4 for fp32 artifacts, 3e-2 for fp16).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    #[arg(long)]
+    trt_cache: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Artifact directory written by build-graph.
-    #[arg(long, required_unless_present = "demo")]
+    #[arg(long)]
     model: Option<PathBuf>,
     /// What to animate.
-    #[arg(long, required_unless_present_any = ["config", "demo"])]
+    #[arg(long)]
     prompt: Option<String>,
     /// Negative prompt (the unconditional half of classifier-free guidance).
     #[arg(long, default_value = "")]
@@ -73,7 +116,7 @@ struct Args {
     demo: bool,
     /// `FILE.gif`, `FILE.webp`, or a directory (PNG frames; with --config, one output per prompt).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -130,6 +173,13 @@ fn slug(s: &str) -> String {
 
 fn run(args: Args) -> Result<(), String> {
     let quiet = args.quiet;
+    if args.model.is_none() && !args.demo {
+        return Err("--model DIR is required (or --demo)".into());
+    }
+    if args.prompt.is_none() && args.config.is_none() && !args.demo {
+        return Err("--prompt TEXT is required (or --config FILE, or --demo)".into());
+    }
+    let out = args.out.clone().ok_or("--out FILE.gif|FILE.webp|DIR is required")?;
     let (model, demo_defaults) = if args.demo {
         let spinner = bar(quiet, 1, "demo model");
         let (dir, built) = demo::artifact(true)?;
@@ -152,8 +202,8 @@ fn run(args: Args) -> Result<(), String> {
     // The jobs: one prompt, a prompt config, or the demo prompt.
     let mut jobs = Vec::new();
     if let Some(cfg) = &args.config {
-        if media::Format::of(&args.out) != media::Format::PngDir {
-            return Err(format!("--config writes one output per prompt: --out must be a directory, not {}", args.out.display()));
+        if media::Format::of(&out) != media::Format::PngDir {
+            return Err(format!("--config writes one output per prompt: --out must be a directory, not {}", out.display()));
         }
         let (list, notes) = prompt_config::load(cfg)?;
         for n in notes {
@@ -167,7 +217,7 @@ fn run(args: Args) -> Result<(), String> {
             };
             let ext = "gif";
             jobs.push(Job {
-                out: args.out.join(format!("{i:03}-{}.{ext}", slug(&j.prompt))),
+                out: out.join(format!("{i:03}-{}.{ext}", slug(&j.prompt))),
                 name: j.name,
                 prompt: j.prompt,
                 negative: j.negative,
@@ -187,7 +237,7 @@ fn run(args: Args) -> Result<(), String> {
             steps: args.steps,
             guidance: args.guidance,
             shape: base_shape,
-            out: args.out.clone(),
+            out: out.clone(),
         });
     }
     if args.latents_in.is_some() && jobs.len() > 1 {
@@ -264,10 +314,70 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `animate check`: returns whether every row passed.
+fn check(a: CheckArgs) -> Result<bool, String> {
+    use animatediff_runtime::check;
+    let artifact = Artifact::open(&a.model).map_err(|e| e.to_string())?;
+    let options = |ep: Ep| RuntimeOptions { ep, fallback: false, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone() };
+    let runtime = Runtime::new(options(a.ep)).map_err(|e| e.to_string())?;
+    let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
+    let mut rows = vec![check::verify_files(&artifact)];
+    let graph_file = |graph: &str| artifact.manifest["graphs"][graph]["file"].as_str().unwrap_or_default().to_owned();
+    match a.against {
+        Some(other) => {
+            let reference = Runtime::new(options(other)).map_err(|e| e.to_string())?;
+            for case in check::small_inputs(check::SmallShapes::of(&artifact)) {
+                let file = graph_file(&case.graph);
+                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
+                let want = check::run(&reference, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
+                rows.push(check::compare(&case.graph, &format!("{} vs {}", a.ep, other), &got, &want, tolerance));
+            }
+        }
+        None => {
+            let bundle = match &a.golden {
+                Some(p) => p.clone(),
+                None => match artifact.manifest["golden"]["file"].as_str() {
+                    Some(f) => artifact.dir.join(f),
+                    None => return Err(format!("{}: the artifact has no golden bundle (built with --no-golden); use --against or --golden", a.model.display())),
+                },
+            };
+            for case in check::read_bundle(&bundle, &artifact).map_err(|e| e.to_string())? {
+                let file = graph_file(&case.graph);
+                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
+                let want = case.expected.clone().expect("bundle outputs");
+                rows.push(check::compare(&case.graph, &format!("{} vs golden", a.ep), &got, &want, tolerance));
+            }
+        }
+    }
+    let pass = rows.iter().all(|r| r.pass);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "model": a.model, "pass": pass, "rows": rows })).unwrap());
+    } else {
+        println!("{:<13} {:<30} {:>13} {:>13} {:>10}  result", "graph", "compared", "max abs err", "max rel err", "tolerance");
+        for r in &rows {
+            println!(
+                "{:<13} {:<30} {:>13.3e} {:>13.3e} {:>10.1e}  {}{}",
+                r.graph,
+                r.compared,
+                r.max_abs_error,
+                r.max_relative_error,
+                r.tolerance,
+                if r.pass { "PASS" } else { "FAIL" },
+                if r.detail.is_empty() { String::new() } else { format!("  ({})", r.detail) }
+            );
+        }
+    }
+    Ok(pass)
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check(a)) => check(a).map(|pass| if pass { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        None => run(cli.args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("animate: error: {e}");
             ExitCode::FAILURE

@@ -63,6 +63,10 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Do not store the golden bundle (it runs every graph once with tract at small shapes,
+    /// which for a full-size model takes ~15 s and several GB of memory).
+    #[arg(long)]
+    no_golden: bool,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         opset: a.opset,
         quiet: a.quiet,
         max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
+        golden: !a.no_golden,
     };
     let start = std::time::Instant::now();
     match build(&opts) {

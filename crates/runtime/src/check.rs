@@ -1,0 +1,245 @@
+//! `animate check`: runs every graph of an artifact on two runtimes, or on one runtime against a
+//! golden bundle, and compares (max abs error, max relative error = max abs error / max |reference|,
+//! against a tolerance). Also verifies every file against the manifest's SHA-256.
+//!
+//! The golden bundle (`golden.npz` in the artifact) is written by `build-graph`: seeded inputs at
+//! small shapes and the outputs tract computed for them, so an artifact can be checked anywhere
+//! without its source checkpoints. Array names are `<graph>.<input or output name>`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::artifact::Artifact;
+use crate::backend::{Runtime, Tensor};
+use crate::error::{Error, Result};
+use crate::noise;
+use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
+
+/// One graph's inputs (in graph order) and, from a bundle, its expected output.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub graph: String,
+    pub inputs: Vec<(String, Tensor)>,
+    pub output: String,
+    pub expected: Option<(Vec<usize>, Vec<f32>)>,
+}
+
+/// Shapes of the small check inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct SmallShapes {
+    pub channels: usize,
+    pub context: usize,
+    pub frames: usize,
+    pub latent_hw: (usize, usize),
+}
+
+impl SmallShapes {
+    /// 4 frames (or the artifact's fixed count) of 8×8 latents (or its fixed size).
+    pub fn new(channels: usize, context: usize, max_frames: usize, fixed_frames: Option<usize>, fixed_hw: Option<(usize, usize)>) -> Self {
+        Self { channels, context, frames: fixed_frames.unwrap_or(4.min(max_frames)), latent_hw: fixed_hw.unwrap_or((8, 8)) }
+    }
+
+    pub fn of(a: &Artifact) -> Self {
+        Self::new(a.latent_channels, a.context_dim, a.max_frames, a.fixed_frames, a.fixed_latent_hw)
+    }
+}
+
+/// Small, seeded inputs for the three graphs.
+pub fn small_inputs(s: SmallShapes) -> Vec<Case> {
+    let (c, d, f) = (s.channels, s.context, s.frames);
+    let (h, w) = s.latent_hw;
+    let mut ids = vec![EOS; MAX_LENGTH];
+    ids[0] = BOS;
+    for (i, id) in ids.iter_mut().enumerate().skip(1).take(8) {
+        *id = 320 + 997 * i as i64; // ordinary vocabulary ids
+    }
+    ids[9] = EOS;
+    vec![
+        Case {
+            graph: "text_encoder".into(),
+            inputs: vec![("input_ids".into(), Tensor::I64 { shape: vec![1, MAX_LENGTH], data: ids })],
+            output: "last_hidden_state".into(),
+            expected: None,
+        },
+        Case {
+            graph: "unet".into(),
+            inputs: vec![
+                ("sample".into(), Tensor::F32 { shape: vec![1, c, f, h, w], data: noise::gaussian(1, c * f * h * w) }),
+                ("timestep".into(), Tensor::F32 { shape: vec![1], data: vec![501.0] }),
+                ("encoder_hidden_states".into(), Tensor::F32 { shape: vec![1, MAX_LENGTH, d], data: noise::gaussian(2, MAX_LENGTH * d) }),
+            ],
+            output: "noise_pred".into(),
+            expected: None,
+        },
+        Case {
+            graph: "vae_decoder".into(),
+            inputs: vec![("latent_sample".into(), Tensor::F32 { shape: vec![1, c, h, w], data: noise::gaussian(3, c * h * w) })],
+            output: "sample".into(),
+            expected: None,
+        },
+    ]
+}
+
+/// Runs one case on `runtime`.
+pub fn run(runtime: &Runtime, dir: &Path, graph_file: &str, case: &Case) -> Result<(Vec<usize>, Vec<f32>)> {
+    let shapes: Vec<(Vec<usize>, bool)> =
+        case.inputs.iter().map(|(_, t)| (t.shape().to_vec(), matches!(t, Tensor::I64 { .. }))).collect();
+    let mut session = runtime.load(&dir.join(graph_file), &shapes)?;
+    let inputs: Vec<Tensor> = case.inputs.iter().map(|(_, t)| t.clone()).collect();
+    session.run(&inputs)
+}
+
+fn npy_bytes<A: ndarray_npy::WritableElement>(shape: &[usize], data: &[A]) -> Result<Vec<u8>> {
+    use ndarray_npy::WriteNpyExt;
+    let a = ndarray::ArrayViewD::from_shape(shape, data).map_err(|e| Error::Input(e.to_string()))?;
+    let mut v = Vec::new();
+    a.write_npy(&mut v).map_err(|e| Error::Input(e.to_string()))?;
+    Ok(v)
+}
+
+/// Writes cases with their outputs as an `.npz` (stored entries, fixed timestamps: the same
+/// numbers give the same bytes).
+pub fn write_bundle(path: &Path, cases: &[Case]) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+    let z = |e: zip::result::ZipError| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).map_err(io)?);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default());
+    for case in cases {
+        for (name, t) in &case.inputs {
+            let bytes = match t {
+                Tensor::F32 { shape, data } => npy_bytes(shape, data)?,
+                Tensor::I64 { shape, data } => npy_bytes(shape, data)?,
+            };
+            zip.start_file(format!("{}.{name}.npy", case.graph), opts).map_err(z)?;
+            zip.write_all(&bytes).map_err(io)?;
+        }
+        let (shape, data) = case.expected.as_ref().ok_or_else(|| Error::Input(format!("{}: no output to store", case.graph)))?;
+        zip.start_file(format!("{}.{}.npy", case.graph, case.output), opts).map_err(z)?;
+        zip.write_all(&npy_bytes(shape, data)?).map_err(io)?;
+    }
+    zip.finish().map_err(z)?;
+    Ok(())
+}
+
+/// Reads a bundle written by [`write_bundle`] for the graphs of `artifact`.
+pub fn read_bundle(path: &Path, artifact: &Artifact) -> Result<Vec<Case>> {
+    use ndarray_npy::ReadNpyExt;
+    let bad = |reason: String| Error::Artifact { path: path.to_path_buf(), reason };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open the golden bundle: {e}")))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not an .npz: {e}")))?;
+    let mut read = |name: &str, is_i64: bool| -> Result<Tensor> {
+        let mut entry = zip.by_name(&format!("{name}.npy")).map_err(|_| bad(format!("no array `{name}`")))?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
+        Ok(if is_i64 {
+            let a = ndarray::ArrayD::<i64>::read_npy(&bytes[..]).map_err(|e| bad(format!("`{name}`: {e}")))?;
+            Tensor::I64 { shape: a.shape().to_vec(), data: a.iter().copied().collect() }
+        } else {
+            let a = ndarray::ArrayD::<f32>::read_npy(&bytes[..]).map_err(|e| bad(format!("`{name}`: {e}")))?;
+            Tensor::F32 { shape: a.shape().to_vec(), data: a.iter().copied().collect() }
+        })
+    };
+    let mut cases = Vec::new();
+    for graph in ["text_encoder", "unet", "vae_decoder"] {
+        let g = &artifact.manifest["graphs"][graph];
+        let mut inputs = Vec::new();
+        for i in g["inputs"].as_array().into_iter().flatten() {
+            let name = i["name"].as_str().unwrap_or_default().to_owned();
+            let t = read(&format!("{graph}.{name}"), i["dtype"] == "int64")?;
+            inputs.push((name, t));
+        }
+        let output = g["outputs"][0]["name"].as_str().unwrap_or_default().to_owned();
+        let expected = match read(&format!("{graph}.{output}"), false)? {
+            Tensor::F32 { shape, data } => Some((shape, data)),
+            _ => None,
+        };
+        cases.push(Case { graph: graph.into(), inputs, output, expected });
+    }
+    Ok(cases)
+}
+
+/// One row of the check's table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    pub graph: String,
+    pub compared: String,
+    pub max_abs_error: f64,
+    pub max_relative_error: f64,
+    pub tolerance: f64,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// Compares `got` with `reference`: max abs error, and that over max |reference|.
+pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), reference: &(Vec<usize>, Vec<f32>), tolerance: f64) -> Row {
+    if got.0 != reference.0 {
+        return Row {
+            graph: graph.into(),
+            compared: compared.into(),
+            max_abs_error: f64::INFINITY,
+            max_relative_error: f64::INFINITY,
+            tolerance,
+            pass: false,
+            detail: format!("shape {:?} vs {:?}", got.0, reference.0),
+        };
+    }
+    let max_ref = reference.1.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let finite = got.1.iter().all(|v| v.is_finite());
+    let max_abs = got.1.iter().zip(&reference.1).fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+    let max_abs = if finite { max_abs } else { f64::INFINITY };
+    let rel = if max_ref > 0.0 { max_abs / max_ref } else { max_abs };
+    Row {
+        graph: graph.into(),
+        compared: compared.into(),
+        max_abs_error: max_abs,
+        max_relative_error: rel,
+        tolerance,
+        pass: rel <= tolerance,
+        detail: if finite { String::new() } else { "non-finite output".into() },
+    }
+}
+
+/// Verifies every file listed in the manifest against its SHA-256.
+pub fn verify_files(a: &Artifact) -> Row {
+    use sha2::Digest;
+    let mut bad = Vec::new();
+    let files = a.manifest["files"].as_object().cloned().unwrap_or_default();
+    for (name, sha) in &files {
+        let p = a.dir.join(name);
+        let got = std::fs::File::open(&p).ok().and_then(|mut f| {
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => h.update(&buf[..n]),
+                    Err(_) => return None,
+                }
+            }
+            Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+        });
+        if got.as_deref() != sha.as_str() {
+            bad.push(name.clone());
+        }
+    }
+    Row {
+        graph: "files".into(),
+        compared: format!("{} files vs manifest SHA-256", files.len()),
+        max_abs_error: 0.0,
+        max_relative_error: 0.0,
+        tolerance: 0.0,
+        pass: bad.is_empty(),
+        detail: if bad.is_empty() { String::new() } else { format!("changed since the build: {}", bad.join(", ")) },
+    }
+}
+
+/// The default tolerance (relative to max |reference|) for an artifact's precision.
+pub fn default_tolerance(a: &Artifact) -> f64 {
+    if a.manifest["precision"] == "fp16" {
+        3e-2
+    } else {
+        1e-4
+    }
+}
