@@ -223,3 +223,20 @@ fn lora_with_wrong_shapes_names_the_key() {
     println!("{e}");
     assert!(e.contains("bad_lora.safetensors") && e.contains("lora_unet_conv_in.lora_up.weight") && e.contains("[32, 4, 3, 3]"), "{e}");
 }
+
+#[test]
+fn architectures_that_cannot_be_built_are_errors() {
+    let set = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("arch.json");
+    for (json, what) in [
+        (r#"{"vae": {"block_out_channels": []}}"#, "no decoder up blocks"),
+        (r#"{"text_encoder": {"max_position_embeddings": 64}}"#, "at least 77 positions"),
+        (r#"{"unet": {"attention_levels": [true]}}"#, "4 block widths and 1 attention flags"),
+    ] {
+        std::fs::write(&p, json).unwrap();
+        let a = animatediff_formats::arch::apply_overrides(&animatediff_formats::ModelArch::default(), &p).unwrap();
+        let e = a.validate(&set.path("arch.json")).unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+    }
+}

@@ -263,6 +263,22 @@ impl ModelArch {
     pub fn validate(&self, source: &Path) -> Result<()> {
         let bad = |reason: String| Err(Error::Arch { path: source.to_path_buf(), reason });
         let u = &self.unet;
+        if u.block_out_channels.is_empty() || u.attention_levels.len() != u.block_out_channels.len() {
+            return bad(format!(
+                "UNet: {} block widths and {} attention flags (no `down_blocks.*` weights found?)",
+                u.block_out_channels.len(),
+                u.attention_levels.len()
+            ));
+        }
+        if self.vae.block_out_channels.is_empty() {
+            return bad("VAE: no decoder up blocks (`decoder.up_blocks.*` / `decoder.up.*`) found".into());
+        }
+        if self.text_encoder.max_position_embeddings < 77 || self.text_encoder.num_hidden_layers == 0 {
+            return bad(format!(
+                "text encoder: {} positions and {} layers; at least 77 positions and one layer are needed",
+                self.text_encoder.max_position_embeddings, self.text_encoder.num_hidden_layers
+            ));
+        }
         for &c in &u.block_out_channels {
             if c % u.norm_num_groups != 0 {
                 return bad(format!("UNet width {c} is not divisible by norm_num_groups {}", u.norm_num_groups));
