@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use animatediff_cli::build::{build, BuildOptions, Precision};
 use animatediff_onnx::{goldens_dir, ort_library, variant_options, Deviation};
@@ -73,12 +72,10 @@ fn run_tract(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
     out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
+/// ONNX Runtime allows one environment per process: share the runtime crate's.
 fn ort_env() -> &'static ort::environment::Environment {
-    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let lib = ort_library().unwrap();
-        ort::init_from(&lib).unwrap_or_else(|e| panic!("loading {}: {e}", lib.display())).build().unwrap()
-    })
+    let lib = ort_library().unwrap();
+    animatediff_runtime::ort_environment(Some(&lib)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run_ort(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {

@@ -128,6 +128,13 @@ fn ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
 
 static ORT_ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
+/// The process's ONNX Runtime environment (ONNX Runtime allows one per process), created on first
+/// use from `library`, `ORT_DYLIB_PATH` or `.ort/`. Anything else in the process that uses `ort`
+/// must go through this.
+pub fn ort_environment(library: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+    ort_env(library)
+}
+
 fn ort_env(library: Option<&Path>) -> Result<&'static ort::environment::Environment> {
     let env = ORT_ENV.get_or_init(|| {
         let lib = ort_library(library).map_err(|e| e.to_string())?;
@@ -167,6 +174,10 @@ pub fn available(options: &RuntimeOptions) -> Vec<Ep> {
 impl Runtime {
     /// Checks the provider; with `fallback`, picks the next one that works and records it.
     pub fn new(options: RuntimeOptions) -> Result<Self> {
+        // tract needs nothing: ONNX Runtime is not touched unless one of its providers is asked for
+        if options.ep == Ep::Tract {
+            return Ok(Self { ep: Ep::Tract, options, notes: Vec::new() });
+        }
         let avail = available(&options);
         let list = avail.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
         if avail.contains(&options.ep) {
