@@ -147,24 +147,24 @@ pub fn scheduler_config() -> serde_json::Value {
     })
 }
 
-pub fn sha256_file(path: &Path) -> Result<String, Error> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+/// SHA-256 of each file, computed once: one single-file checkpoint supplies up to three
+/// components, and a multi-GB file should be read once, not per component.
+#[derive(Default)]
+struct Hashes(std::cell::RefCell<std::collections::BTreeMap<PathBuf, String>>);
 
-fn file_entries(files: &[PathBuf]) -> Result<Vec<serde_json::Value>, Error> {
-    files.iter().map(|p| Ok(json!({ "path": p, "sha256": sha256_file(p)? }))).collect()
+impl Hashes {
+    fn of(&self, path: &Path) -> Result<String, Error> {
+        if let Some(h) = self.0.borrow().get(path) {
+            return Ok(h.clone());
+        }
+        let h = animatediff_runtime::sha256_file(path).map_err(io(path))?;
+        self.0.borrow_mut().insert(path.to_path_buf(), h.clone());
+        Ok(h)
+    }
+
+    fn entries(&self, files: &[PathBuf]) -> Result<Vec<serde_json::Value>, Error> {
+        files.iter().map(|p| Ok(json!({ "path": p, "sha256": self.of(p)? }))).collect()
+    }
 }
 
 fn dim_json(d: Option<usize>, name: &str) -> serde_json::Value {
@@ -273,7 +273,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         }
         lora_json.push(json!({
             "path": spec.path,
-            "sha256": sha256_file(&spec.path)?,
+            "sha256": animatediff_runtime::sha256_file(&spec.path).map_err(io(&spec.path))?,
             "multiplier": json_f32(spec.multiplier),
             "format": format!("{:?}", lora.format),
             "modules": lora.len(),
@@ -507,6 +507,7 @@ fn write_artifact(
             "outputs": [{ "name": "sample", "dtype": "float32", "shape": ["N", 3, dim_json(h.map(|x| 8 * x), "H"), dim_json(w.map(|x| 8 * x), "W")] }],
         },
     });
+    let hashes = Hashes::default();
     let mut files = serde_json::Map::new();
     let mut written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "tokenizer.json"].map(String::from).to_vec();
     if golden.is_some() {
@@ -518,10 +519,10 @@ fn write_artifact(
         if size > MAX_FILE_BYTES {
             return Err(Error::Usage(format!("{}: {size} bytes, over the 2 GB limit of a single file", p.display())));
         }
-        files.insert(f.clone(), json!(sha256_file(&p)?));
+        files.insert(f.clone(), json!(hashes.of(&p)?));
     }
     let component_files = |k: ComponentKind| -> Result<serde_json::Value, Error> {
-        Ok(json!(file_entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))
+        Ok(json!(hashes.entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))
     };
     let manifest = json!({
         "format": "animatediff-onnx artifact",
@@ -537,7 +538,7 @@ fn write_artifact(
             },
             "motion_module": {
                 "path": motion.source,
-                "sha256": sha256_file(&motion.source)?,
+                "sha256": hashes.of(&motion.source)?,
                 "version": motion.version.to_string(),
                 "detected_version": motion.detected.map(|v| v.to_string()),
                 "layout": format!("{:?}", motion.layout),
@@ -546,7 +547,7 @@ fn write_artifact(
             },
             "loras": lora_json,
             "lora_scaling": opts.lora_scaling.to_string(),
-            "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(json!({ "path": p, "sha256": sha256_file(p)? })) }).transpose()?,
+            "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(json!({ "path": p, "sha256": hashes.of(p)? })) }).transpose()?,
             "unrecognized_keys": unrecognized,
         },
         "architecture": a,

@@ -80,3 +80,20 @@ impl Artifact {
         self.dir.join(self.manifest["tokenizer"]["file"].as_str().unwrap_or("tokenizer.json"))
     }
 }
+
+/// SHA-256 of a file, lowercase hex (what manifests record), read in 1 MiB chunks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

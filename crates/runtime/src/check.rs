@@ -203,23 +203,10 @@ pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), refere
 
 /// Verifies every file listed in the manifest against its SHA-256.
 pub fn verify_files(a: &Artifact) -> Row {
-    use sha2::Digest;
     let mut bad = Vec::new();
     let files = a.manifest["files"].as_object().cloned().unwrap_or_default();
     for (name, sha) in &files {
-        let p = a.dir.join(name);
-        let got = std::fs::File::open(&p).ok().and_then(|mut f| {
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => h.update(&buf[..n]),
-                    Err(_) => return None,
-                }
-            }
-            Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
-        });
+        let got = crate::artifact::sha256_file(&a.dir.join(name)).ok();
         if got.as_deref() != sha.as_str() {
             bad.push(name.clone());
         }

@@ -11,7 +11,7 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod tokenizer;
 
-pub use artifact::Artifact;
+pub use artifact::{sha256_file, Artifact};
 pub use backend::{available, ort_environment, Ep, GraphSession, Runtime, RuntimeOptions, Tensor};
 pub use error::{Error, Result};
 pub use pipeline::{Frame, Pipeline, VideoShape};
