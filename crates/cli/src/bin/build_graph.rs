@@ -8,23 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use animatediff_cli::build::{build, BuildOptions, Precision};
-use animatediff_formats::{LoraScaling, LoraSpec, MotionVersion};
 
 #[derive(Parser)]
 #[command(version, about = "Bake SD1.5 + personalised checkpoint + LoRAs + AnimateDiff motion module into ONNX")]
 struct Args {
-    /// Base SD1.5 model: single-file checkpoint (.safetensors/.ckpt) or diffusers folder.
-    #[arg(long)]
-    base: Option<PathBuf>,
-    /// Personalised (DreamBooth/CivitAI) checkpoint; replaces every component it contains.
-    #[arg(long)]
-    personalized: Option<PathBuf>,
-    /// LoRA merged into the weights, with an optional multiplier (default 1). Repeatable.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    loras: Vec<LoraSpec>,
-    /// `official` (AnimateDiff: kohya alpha ignored) or `kohya` (alpha/rank, as A1111/ComfyUI).
-    #[arg(long, default_value = "official")]
-    lora_scaling: LoraScaling,
+    #[command(flatten)]
+    model: animatediff_cli::args::ModelArgs,
     /// Apply LoRAs even when some of their keys match no weight (listed as warnings); by default
     /// such keys are an error.
     #[arg(long)]
@@ -32,12 +21,6 @@ struct Args {
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: PathBuf,
-    /// Override the version detected from keys and shapes.
-    #[arg(long)]
-    motion_version: Option<MotionVersion>,
-    /// JSON overriding any inferred architecture field (for models that differ from SD1.5).
-    #[arg(long)]
-    arch: Option<PathBuf>,
     /// Fix the frame count (symbolic by default; TensorRT prefers fixed shapes).
     #[arg(long)]
     frames: Option<usize>,
@@ -72,14 +55,14 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let opts = BuildOptions {
-        base: a.base,
-        personalized: a.personalized,
-        loras: a.loras,
-        lora_scaling: a.lora_scaling,
+        base: a.model.base,
+        personalized: a.model.personalized,
+        loras: a.model.loras,
+        lora_scaling: a.model.lora_scaling,
         lora_ignore_unmatched: a.lora_ignore_unmatched,
         motion_module: a.motion_module,
-        motion_version: a.motion_version,
-        arch: a.arch,
+        motion_version: a.model.motion_version,
+        arch: a.model.arch,
         frames: a.frames,
         height: a.height,
         width: a.width,

@@ -14,34 +14,18 @@ use clap::Parser;
 use serde_json::json;
 
 use animatediff_formats::{
-    arch, ComponentKind, LoadOptions, Lora, LoraScaling, LoraSet, LoraSpec, ModelArch, MotionModule, MotionVersion,
+    arch, ComponentKind, LoadOptions, Lora, LoraSet, LoraSpec, ModelArch, MotionModule,
     SdCheckpoint, TensorFile,
 };
 
 #[derive(Parser)]
 #[command(version, about = "Show what AnimateDiff model files hold, as build-graph reads them")]
 struct Args {
-    /// Base SD1.5 model: single-file checkpoint (.safetensors/.ckpt) or diffusers folder.
-    #[arg(long)]
-    base: Option<PathBuf>,
-    /// Personalised (DreamBooth) checkpoint; replaces every component it contains.
-    #[arg(long)]
-    personalized: Option<PathBuf>,
-    /// LoRA file with an optional multiplier, e.g. `style.safetensors:0.8`. Repeatable.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    loras: Vec<LoraSpec>,
-    /// How kohya `alpha` is applied: `official` (AnimateDiff, alpha ignored) or `kohya` (alpha/rank).
-    #[arg(long, default_value = "official")]
-    lora_scaling: LoraScaling,
+    #[command(flatten)]
+    model: animatediff_cli::args::ModelArgs,
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: Option<PathBuf>,
-    /// Override the motion-module version detected from keys and shapes.
-    #[arg(long)]
-    motion_version: Option<MotionVersion>,
-    /// JSON file overriding any inferred architecture field.
-    #[arg(long)]
-    arch: Option<PathBuf>,
     /// Use the `model_ema.*` UNet weights of a training checkpoint.
     #[arg(long)]
     ema: bool,
@@ -61,12 +45,12 @@ fn main() -> ExitCode {
             eprintln!("inspect: writing the demo fixtures to {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
-        args.base = Some(dir.join("base.safetensors"));
-        args.personalized = Some(dir.join("personalized.safetensors"));
-        args.loras = vec![LoraSpec { path: dir.join("lora.safetensors"), multiplier: 0.8 }];
+        args.model.base = Some(dir.join("base.safetensors"));
+        args.model.personalized = Some(dir.join("personalized.safetensors"));
+        args.model.loras = vec![LoraSpec { path: dir.join("lora.safetensors"), multiplier: 0.8 }];
         args.motion_module = Some(dir.join("mm_v2.ckpt"));
     }
-    if args.base.is_none() && args.personalized.is_none() && args.motion_module.is_none() {
+    if args.model.base.is_none() && args.model.personalized.is_none() && args.motion_module.is_none() {
         eprintln!("inspect: nothing to inspect: give --base, --personalized and/or --motion-module (or --demo)");
         return ExitCode::from(2);
     }
@@ -109,8 +93,8 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
     let mut report = serde_json::Map::new();
     let mut files = Vec::new();
 
-    let base = args.base.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
-    let personal = args.personalized.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
+    let base = args.model.base.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
+    let personal = args.model.personalized.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
     for (role, ck) in [("base", &base), ("personalized", &personal)] {
         if let Some(ck) = ck {
             files.push(json!({
@@ -139,7 +123,7 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
             a.vae = arch::infer_vae(v)?;
         }
         arch::apply_diffusers_configs(&mut a, &model.configs);
-        let (a, source) = match &args.arch {
+        let (a, source) = match &args.model.arch {
             Some(p) => (arch::apply_overrides(&a, p)?, p.clone()),
             None => (a, model.source.clone()),
         };
@@ -155,7 +139,7 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
         report.insert("architecture".into(), serde_json::to_value(&a).unwrap());
     }
 
-    let motion = args.motion_module.as_ref().map(|p| MotionModule::open(p, args.motion_version)).transpose()?;
+    let motion = args.motion_module.as_ref().map(|p| MotionModule::open(p, args.model.motion_version)).transpose()?;
     if let Some(mm) = &motion {
         files.push(json!({ "role": "motion module", "file": file_summary(&mm.source)? }));
         report.insert(
@@ -174,7 +158,7 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
         );
     }
 
-    if !args.loras.is_empty() {
+    if !args.model.loras.is_empty() {
         let mut components = Vec::new();
         if let Some(m) = &model {
             components.extend(m.unet.iter());
@@ -185,7 +169,7 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
         }
         let mut loras = Vec::new();
         let mut per_file = Vec::new();
-        for spec in &args.loras {
+        for spec in &args.model.loras {
             let lora = Lora::open(&spec.path)?;
             files.push(json!({ "role": "LoRA", "file": file_summary(&spec.path)? }));
             let r = lora.resolve(&components)?;
@@ -199,10 +183,10 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
             }));
             loras.push((lora, spec.multiplier));
         }
-        let set = LoraSet::new(loras, args.lora_scaling, &components)?;
+        let set = LoraSet::new(loras, args.model.lora_scaling, &components)?;
         report.insert(
             "loras".into(),
-            json!({ "scaling": args.lora_scaling.to_string(), "weights_changed": set.num_targets(), "files": per_file }),
+            json!({ "scaling": args.model.lora_scaling.to_string(), "weights_changed": set.num_targets(), "files": per_file }),
         );
     }
     report.insert("files".into(), json!(files));
