@@ -2,7 +2,7 @@
 # Full-size check (not in the default test run): SD1.5-shaped random weights in the real formats
 # (4.3 GB fp32 base, 2.1 GB fp16 personalised, rank-4 kohya LoRA, 1.8 GB v2 .ckpt), built with
 # build-graph (time, peak RSS), then one UNet forward (B=2, F=16, 8x8 latents) with ONNX Runtime
-# CPU and with tract, outputs compared. Needs ~15 GB of disk under target/ and ~14 GB of memory.
+# CPU and with tract, outputs compared. Needs ~21 GB of disk under target/ and ~14 GB of memory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 tools/setup.sh
