@@ -89,7 +89,7 @@ def gemm_ceiling(n: int, runs: int) -> None:
     b = torch.randn(n, n, generator=g)
     times, _ = timed(lambda: a @ b, runs)
     med = statistics.median(times)
-    emit(runtime="gemm", graph="sgemm", n=n, runs_s=times, median_s=med, gflops=2 * n**3 / med / 1e9)
+    emit(runtime="pytorch gemm", graph="sgemm", n=n, runs_s=times, median_s=med, gflops=2 * n**3 / med / 1e9)
 
 
 def main() -> int:
@@ -129,8 +129,8 @@ def main() -> int:
     mm = load_motion_module(fx, inputs["motion_module"]["path"])
     unet = ref.build_unet(fx, image, mm)
     for lora in inputs["loras"]:
-        report = ref.merge_kohya_lora(unet, image.text_encoder, load_file(lora["path"]), float(lora["scale"]), inputs["lora_scaling"])
-        print(f"  LoRA {lora['path']} x{lora['scale']} ({inputs['lora_scaling']}): {report.unet_modules} UNet + "
+        report = ref.merge_kohya_lora(unet, image.text_encoder, load_file(lora["path"]), float(lora["multiplier"]), inputs["lora_scaling"])
+        print(f"  LoRA {lora['path']} x{lora['multiplier']} ({inputs['lora_scaling']}): {report.unet_modules} UNet + "
               f"{report.te_modules} text-encoder modules", file=sys.stderr)
     emit(graph="load", load_s=time.perf_counter() - t0)
 

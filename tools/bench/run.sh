@@ -69,4 +69,4 @@ if [[ $ANIMATE == 1 ]]; then
     done
     echo "weights: $(du -cb $A/*.onnx $A/*.data* | tail -1)"
 fi
-python3 tools/bench/report.py --io $IO $B/results-*.jsonl | tee $B/report.md
+tools/reference/.venv/bin/python tools/bench/report.py --io $IO $B/results-*.jsonl | tee $B/report.md

@@ -220,6 +220,26 @@ struct TractSession {
     name: String,
 }
 
+/// tract's thread pool, shared by every tract session of the process: one thread per core
+/// (`ANIMATEDIFF_THREADS` overrides). tract splits matrix products by output panels and
+/// elementwise kernels by blocks, so results are bit-identical at any thread count.
+fn tract_executor() -> tract_linalg::multithread::Executor {
+    static POOL: OnceLock<tract_linalg::multithread::Executor> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::env::var("ANIMATEDIFF_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        if n > 1 {
+            tract_linalg::multithread::Executor::multithread_with_name(n, "animatediff-tract")
+        } else {
+            tract_linalg::multithread::Executor::SingleThread
+        }
+    })
+    .clone()
+}
+
 impl TractSession {
     /// `shapes`: per input, its shape and whether it is i64 (else f32).
     fn load(path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<Self> {
@@ -248,7 +268,7 @@ impl GraphSession for TractSession {
             })
             .collect::<TractResult<_>>()
             .map_err(err)?;
-        let out = self.plan.run(values).map_err(err)?;
+        let out = tract_linalg::multithread::multithread_tract_scope(tract_executor(), || self.plan.run(values)).map_err(err)?;
         let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
         Ok((view.shape().to_vec(), view.iter().copied().collect()))
     }

@@ -51,6 +51,10 @@ struct Args {
     /// Label for the JSON lines and output files (default: the provider's name).
     #[arg(long)]
     label: Option<String>,
+    /// Also time a single fp32 N×N×N matrix multiply (an ONNX MatMul graph) on this runtime: the
+    /// machine's GEMM ceiling as this runtime reaches it. 0: skip.
+    #[arg(long, default_value_t = 4096)]
+    gemm: usize,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -150,6 +154,27 @@ fn main() {
         println!("{line}");
     };
 
+    if a.gemm > 0 {
+        let n = a.gemm;
+        let path = a.io.join(format!("gemm_{n}.onnx"));
+        if !path.is_file() {
+            use onnx_writer::{Dim, ElemType, Graph, WeightStorage};
+            let mut g = Graph::new("gemm", 17, WeightStorage::Inline);
+            let x = g.input("x", ElemType::F32, &[Dim::Fixed(n), Dim::Fixed(n)]);
+            let w = g.weight("w", &[n, n], &noise::gaussian(5, n * n)).expect("gemm weight");
+            let y = g.op("MatMul", &[&x, &w], vec![]);
+            g.output(&y, "y", ElemType::F32, &[Dim::Fixed(n), Dim::Fixed(n)]);
+            g.finish(&path, "graph-bench", &[]).expect("writing the GEMM graph");
+        }
+        let mut s = runtime.load(&path, &[(vec![n, n], false)]).unwrap_or_else(|e| panic!("{e}"));
+        let t = time_graph(s.as_mut(), &[Tensor::F32 { shape: vec![n, n], data: noise::gaussian(6, n * n) }], a.runs, 0.0);
+        let med = median(&t.runs_s);
+        println!(
+            "{}",
+            serde_json::json!({ "runtime": format!("{label} gemm"), "graph": "sgemm", "n": n, "runs_s": t.runs_s, "median_s": med,
+                "gflops": 2.0 * (n as f64).powi(3) / med / 1e9, "threads": threads })
+        );
+    }
     let want = |g: &str| a.graphs.iter().any(|x| x == g);
     if want("text_encoder") {
         let ids = shared_ids(&a.io, &a.model);
