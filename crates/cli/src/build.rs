@@ -148,18 +148,58 @@ pub fn scheduler_config() -> serde_json::Value {
 }
 
 /// SHA-256 of each file, computed once: one single-file checkpoint supplies up to three
-/// components, and a multi-GB file should be read once, not per component.
+/// components, and a multi-GB file should be read once, not per component. Input files are
+/// hashed on a second thread while the graphs are written (`prefetch`), outputs two at a time
+/// (`all`): hashing ~10 GB is a large part of a full-size build and needs no other work to wait.
 #[derive(Default)]
-struct Hashes(std::cell::RefCell<std::collections::BTreeMap<PathBuf, String>>);
+struct Hashes {
+    done: std::sync::Mutex<std::collections::BTreeMap<PathBuf, String>>,
+    pending: std::sync::Mutex<Option<std::thread::JoinHandle<Vec<(PathBuf, std::io::Result<String>)>>>>,
+}
 
 impl Hashes {
+    /// Starts hashing `files` in the background.
+    fn prefetch(files: Vec<PathBuf>) -> Self {
+        let handle = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            files.into_iter().filter(|p| seen.insert(p.clone())).map(|p| {
+                let h = animatediff_runtime::sha256_file(&p);
+                (p, h)
+            }).collect()
+        });
+        Self { done: Default::default(), pending: std::sync::Mutex::new(Some(handle)) }
+    }
+
     fn of(&self, path: &Path) -> Result<String, Error> {
-        if let Some(h) = self.0.borrow().get(path) {
+        if let Some(handle) = self.pending.lock().unwrap().take() {
+            let results = handle.join().unwrap_or_default();
+            let mut done = self.done.lock().unwrap();
+            // a failed background read is retried below, in the foreground, for its error
+            done.extend(results.into_iter().filter_map(|(p, h)| Some((p, h.ok()?))));
+        }
+        if let Some(h) = self.done.lock().unwrap().get(path) {
             return Ok(h.clone());
         }
         let h = animatediff_runtime::sha256_file(path).map_err(io(path))?;
-        self.0.borrow_mut().insert(path.to_path_buf(), h.clone());
+        self.done.lock().unwrap().insert(path.to_path_buf(), h.clone());
         Ok(h)
+    }
+
+    /// Hashes of `files`, two threads at a time, in order.
+    fn all(&self, files: &[PathBuf]) -> Result<Vec<String>, Error> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = files.get(i) else { break };
+                    if let Ok(h) = animatediff_runtime::sha256_file(p) {
+                        self.done.lock().unwrap().insert(p.clone(), h);
+                    }
+                });
+            }
+        });
+        files.iter().map(|p| self.of(p)).collect()
     }
 
     fn entries(&self, files: &[PathBuf]) -> Result<Vec<serde_json::Value>, Error> {
@@ -294,7 +334,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source);
+    let mut inputs: Vec<PathBuf> = [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder]
+        .into_iter()
+        .flat_map(|k| model.component(k).map(|c| c.files()).unwrap_or_default())
+        .collect();
+    inputs.push(motion.source.clone());
+    inputs.extend(opts.arch.iter().cloned());
+    let hashes = Hashes::prefetch(inputs);
+    let result = write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source, &hashes);
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
@@ -390,6 +437,7 @@ fn write_artifact(
     lora_json: Vec<serde_json::Value>,
     unrecognized: Vec<String>,
     arch_source: &Path,
+    hashes: &Hashes,
 ) -> Result<serde_json::Value, Error> {
     let (unet, vae, text) = (model.unet.as_ref().unwrap(), model.vae.as_ref().unwrap(), model.text_encoder.as_ref().unwrap());
     let producer = concat!("build-graph ", env!("CARGO_PKG_VERSION"));
@@ -507,19 +555,21 @@ fn write_artifact(
             "outputs": [{ "name": "sample", "dtype": "float32", "shape": ["N", 3, dim_json(h.map(|x| 8 * x), "H"), dim_json(w.map(|x| 8 * x), "W")] }],
         },
     });
-    let hashes = Hashes::default();
     let mut files = serde_json::Map::new();
     let mut written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "tokenizer.json"].map(String::from).to_vec();
     if golden.is_some() {
         written.push("golden.npz".into());
     }
-    for f in written.iter().chain(&unet_data_files) {
-        let p = dir.join(f);
-        let size = std::fs::metadata(&p).map_err(io(&p))?.len();
+    written.extend(unet_data_files.iter().cloned());
+    let paths: Vec<PathBuf> = written.iter().map(|f| dir.join(f)).collect();
+    for p in &paths {
+        let size = std::fs::metadata(p).map_err(io(p))?.len();
         if size > MAX_FILE_BYTES {
             return Err(Error::Usage(format!("{}: {size} bytes, over the 2 GB limit of a single file", p.display())));
         }
-        files.insert(f.clone(), json!(hashes.of(&p)?));
+    }
+    for (f, h) in written.iter().zip(hashes.all(&paths)?) {
+        files.insert(f.clone(), json!(h));
     }
     let component_files = |k: ComponentKind| -> Result<serde_json::Value, Error> {
         Ok(json!(hashes.entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))
