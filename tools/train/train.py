@@ -320,7 +320,7 @@ def stage_plot(work: Path, out: Path):
         ax.set_yscale("log")
         ax.set_title(f"{s} ({losses[s].get('seconds', 0) / 60:.1f} min)")
         ax.set_xlabel("step")
-        ax.set_ylabel("reconstruction MSE" if s == "vae" else "epsilon MSE")
+        ax.set_ylabel("reconstruction MSE" if s.startswith("vae") else "epsilon MSE")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=80)

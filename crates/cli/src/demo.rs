@@ -1,9 +1,53 @@
-//! `animate --demo`: the tiny seeded fixture model (random weights: the frames are noise, not a
-//! picture), built once with `build-graph` into a cache directory and reused.
+//! `animate --demo`: the embedded micro AnimateDiff (`assets/demo/`, trained by `tools/train`:
+//! shapes moving in captioned directions, 64×64, 16 frames), built once with `build-graph` into a
+//! cache directory and reused. Three variants:
+//!
+//! - [`DemoModel::Base`] (default): the trained image model + the trained motion module;
+//! - [`DemoModel::Personalized`]: the image model fine-tuned on another style (stills only) as
+//!   `--personalized`, with the same motion module;
+//! - [`DemoModel::Random`]: the seeded random fixture set of `tools/fixtures` (noise frames; what
+//!   the demo was before the trained model existed).
+//!
+//! The trained files are embedded in the binary, so the demo needs no repository checkout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::{build, BuildOptions};
+
+/// The trained demo files (tools/train/README.md says how they were made).
+pub mod files {
+    pub const BASE: &[u8] = include_bytes!("../assets/demo/base.safetensors");
+    pub const PERSONALIZED: &[u8] = include_bytes!("../assets/demo/personalized.safetensors");
+    pub const MOTION_MODULE: &[u8] = include_bytes!("../assets/demo/mm.ckpt");
+    pub const ARCH: &[u8] = include_bytes!("../assets/demo/arch.json");
+}
+
+/// The prompt the demo animates when none is given (a caption of the training set's kind).
+pub const DEFAULT_PROMPT: &str = "a red circle moving left";
+
+/// The guidance scale the demo samples with when `--guidance` is not given: the micro model is
+/// undertrained and its frames break down under SD's usual 7.5 (tools/train/README.md).
+pub const DEFAULT_GUIDANCE: f32 = 1.5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoModel {
+    /// The trained micro image model and motion module.
+    Base,
+    /// The image model fine-tuned on another style without video, with the same motion module.
+    Personalized,
+    /// The seeded random fixture set (noise frames).
+    Random,
+}
+
+impl DemoModel {
+    fn name(self) -> &'static str {
+        match self {
+            DemoModel::Base => "base",
+            DemoModel::Personalized => "personalized",
+            DemoModel::Random => "random",
+        }
+    }
+}
 
 /// Where the demo artifact is cached: `$ANIMATEDIFF_CACHE`, `$XDG_CACHE_HOME/animatediff-onnx`,
 /// `~/.cache/animatediff-onnx`, else the system temporary directory.
@@ -20,18 +64,72 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("animatediff-onnx")
 }
 
-/// The demo artifact, built if it is not cached yet. Returns its directory and whether it was built now.
+/// FNV-1a over the embedded files: a retrained model gets a new cache entry.
+fn embedded_hash() -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for part in [files::BASE, files::PERSONALIZED, files::MOTION_MODULE, files::ARCH] {
+        for &b in part.iter().chain((part.len() as u64).to_le_bytes().iter()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// The cache directory of one demo variant (its artifact is `<dir>/artifact`).
+pub fn variant_dir(model: DemoModel) -> PathBuf {
+    let version = env!("CARGO_PKG_VERSION");
+    match model {
+        DemoModel::Random => cache_dir().join(format!("demo-random-{version}")),
+        m => cache_dir().join(format!("demo-{}-{version}-{:016x}", m.name(), embedded_hash())),
+    }
+}
+
+/// Writes the embedded trained files into `dir` (base.safetensors, personalized.safetensors,
+/// mm.ckpt, arch.json) and returns their paths in that order.
+pub fn write_embedded(dir: &Path) -> std::io::Result<[PathBuf; 4]> {
+    std::fs::create_dir_all(dir)?;
+    let names = ["base.safetensors", "personalized.safetensors", "mm.ckpt", "arch.json"];
+    let bytes = [files::BASE, files::PERSONALIZED, files::MOTION_MODULE, files::ARCH];
+    let mut out = names.map(|n| dir.join(n));
+    for (p, b) in out.iter_mut().zip(bytes) {
+        std::fs::write(&p, b)?;
+    }
+    Ok(out)
+}
+
+/// The default demo artifact (the trained base model), built if it is not cached yet.
 pub fn artifact(quiet: bool) -> Result<(PathBuf, bool), String> {
-    let root = cache_dir().join(format!("demo-{}", env!("CARGO_PKG_VERSION")));
+    artifact_of(DemoModel::Base, quiet)
+}
+
+/// A demo artifact, built if it is not cached yet. Returns its directory and whether it was built now.
+pub fn artifact_of(model: DemoModel, quiet: bool) -> Result<(PathBuf, bool), String> {
+    let root = variant_dir(model);
     let out = root.join("artifact");
     if out.join("manifest.json").is_file() {
         return Ok((out, false));
     }
-    let fixtures = root.join("fixtures");
-    let set = animatediff_fixtures::write_fixture_set(&fixtures, animatediff_fixtures::DEFAULT_SEED)
-        .map_err(|e| format!("writing the demo model to {}: {e}", fixtures.display()))?;
-    build(&BuildOptions { base: Some(set.path("base.safetensors")), quiet, ..BuildOptions::new(set.path("mm_v2.ckpt"), &out) })
-    .map_err(|e| format!("building the demo model: {e}"))?;
-    let _ = std::fs::remove_dir_all(&fixtures);
+    let src = root.join("source");
+    let options = match model {
+        DemoModel::Random => {
+            let set = animatediff_fixtures::write_fixture_set(&src, animatediff_fixtures::DEFAULT_SEED)
+                .map_err(|e| format!("writing the demo model to {}: {e}", src.display()))?;
+            BuildOptions { base: Some(set.path("base.safetensors")), quiet, ..BuildOptions::new(set.path("mm_v2.ckpt"), &out) }
+        }
+        DemoModel::Base | DemoModel::Personalized => {
+            let [base, personalized, mm, arch] =
+                write_embedded(&src).map_err(|e| format!("writing the demo model to {}: {e}", src.display()))?;
+            BuildOptions {
+                base: Some(base),
+                personalized: (model == DemoModel::Personalized).then_some(personalized),
+                arch: Some(arch),
+                quiet,
+                ..BuildOptions::new(mm, &out)
+            }
+        }
+    };
+    build(&options).map_err(|e| format!("building the demo model: {e}"))?;
+    let _ = std::fs::remove_dir_all(&src);
     Ok((out, true))
 }

@@ -68,6 +68,22 @@ fn demo_outputs_decode_back() {
 }
 
 #[test]
+fn demo_variants_build_and_run() {
+    // the personalised demo model and the random fixture set: each built once into its own cache entry
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    for v in ["personalized", "random"] {
+        let out = dir.path().join(format!("{v}.gif"));
+        ok(&animate(&cache, &["--demo-model", v, "--seed", "2", "--steps", "2", "--quiet", "--out", s(&out)]));
+        assert!(out.is_file());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("demo-personalized-") && names[1].starts_with("demo-random-"), "{names:?}");
+}
+
+#[test]
 fn same_seed_same_frames_and_latents_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
@@ -152,7 +168,10 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     // a manifest from another version
     ok(&run(&["--demo"]));
     std::fs::remove_file(&out).unwrap();
-    let art = cache.join(format!("demo-{}", env!("CARGO_PKG_VERSION"))).join("artifact");
+    let built: Vec<_> = std::fs::read_dir(&cache).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    assert_eq!(built.len(), 1, "one cached demo artifact: {built:?}");
+    assert!(built[0].file_name().unwrap().to_string_lossy().starts_with(&format!("demo-base-{}-", env!("CARGO_PKG_VERSION"))), "{built:?}");
+    let art = built[0].join("artifact");
     let copy = dir.path().join("old-artifact");
     std::fs::create_dir_all(&copy).unwrap();
     for f in std::fs::read_dir(&art).unwrap() {

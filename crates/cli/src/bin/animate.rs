@@ -6,7 +6,7 @@
 //!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
 //!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8] --out FILE.gif|FILE.webp|DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
-//!     animate --demo --out demo.gif
+//!     animate --demo [--demo-model base|personalized|random] --out demo.gif
 //!     animate check --model DIR --ep A [--against B | --golden FILE.npz] [--tolerance X] [--json]
 
 use std::path::{Path, PathBuf};
@@ -78,9 +78,9 @@ struct Args {
     seed: Option<u64>,
     #[arg(long, default_value_t = 25)]
     steps: usize,
-    /// Classifier-free guidance scale (active when > 1).
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f32,
+    /// Classifier-free guidance scale (active when > 1); default 7.5 (the demo model: 1.5).
+    #[arg(long)]
+    guidance: Option<f32>,
     #[arg(long)]
     frames: Option<usize>,
     #[arg(long)]
@@ -111,9 +111,15 @@ struct Args {
     /// AnimateDiff prompt config (YAML): one output per prompt, into --out DIR.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Animate the tiny built-in model (random weights: noise frames), building it once.
+    /// Animate the embedded micro model (trained on coloured shapes moving in captioned directions,
+    /// 64×64, 16 frames), building it once into a cache; default prompt "a red circle moving left".
     #[arg(long)]
     demo: bool,
+    /// Which embedded demo model (implies --demo): the trained base model, its personalised
+    /// variant (fine-tuned on another style from stills, same motion module), or the random
+    /// fixture set (noise frames).
+    #[arg(long, value_enum)]
+    demo_model: Option<demo::DemoModel>,
     /// `FILE.gif`, `FILE.webp`, or a directory (PNG frames; with --config, one output per prompt).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -171,8 +177,9 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').chars().take(40).collect()
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(mut args: Args) -> Result<(), String> {
     let quiet = args.quiet;
+    args.demo |= args.demo_model.is_some();
     if args.model.is_none() && !args.demo {
         return Err("--model DIR is required (or --demo)".into());
     }
@@ -182,7 +189,7 @@ fn run(args: Args) -> Result<(), String> {
     let out = args.out.clone().ok_or("--out FILE.gif|FILE.webp|DIR is required")?;
     let (model, demo_defaults) = if args.demo {
         let spinner = bar(quiet, 1, "demo model");
-        let (dir, built) = demo::artifact(true)?;
+        let (dir, built) = demo::artifact_of(args.demo_model.unwrap_or(demo::DemoModel::Base), true)?;
         spinner.finish_and_clear();
         if built && !quiet {
             eprintln!("animate: built the demo model into {}", dir.display());
@@ -193,6 +200,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let artifact = Artifact::open(&model).map_err(|e| e.to_string())?;
     let default_px = if demo_defaults { 64 } else { 512 };
+    let default_guidance = if demo_defaults { demo::DEFAULT_GUIDANCE } else { 7.5 };
     let base_shape = VideoShape {
         frames: args.frames.unwrap_or(16),
         height: args.height.unwrap_or(default_px),
@@ -223,19 +231,19 @@ fn run(args: Args) -> Result<(), String> {
                 negative: j.negative,
                 seed: j.seed,
                 steps: j.steps.unwrap_or(args.steps),
-                guidance: j.guidance.unwrap_or(args.guidance),
+                guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
                 shape,
             });
         }
     } else {
-        let prompt = args.prompt.clone().unwrap_or_else(|| "a red circle moving left".into());
+        let prompt = args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into());
         jobs.push(Job {
             name: "prompt".into(),
             prompt,
             negative: args.negative.clone(),
             seed: args.seed,
             steps: args.steps,
-            guidance: args.guidance,
+            guidance: args.guidance.unwrap_or(default_guidance),
             shape: base_shape,
             out: out.clone(),
         });
