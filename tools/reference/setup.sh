@@ -2,11 +2,14 @@
 # Creates tools/reference/.venv and installs the pinned reference stack (requirements.txt).
 # Idempotent: an existing venv whose installed versions already satisfy requirements.txt is left
 # as it is. Needs python3.11 (or PYTHON=...) and access to PyPI; no model is ever downloaded.
+# Other Python tools reuse it for their own stack: VENV, REQUIREMENTS and LABEL override the
+# venv, the requirements file and the name printed (tools/train/setup.sh does).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="$here/.venv"
-requirements="$here/requirements.txt"
+venv="${VENV:-$here/.venv}"
+requirements="${REQUIREMENTS:-$here/requirements.txt}"
+label="${LABEL:-reference}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python="python3"
 
@@ -40,7 +43,7 @@ EOF
 }
 
 if satisfied; then
-    echo "reference venv up to date: $venv"
+    echo "$label venv up to date: $venv"
     exit 0
 fi
 
@@ -48,4 +51,4 @@ echo "installing $requirements into $venv"
 "$venv/bin/python" -m pip install --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -r "$requirements"
 satisfied
-echo "reference venv ready: $venv"
+echo "$label venv ready: $venv"
