@@ -103,6 +103,61 @@ fn builds_are_byte_for_byte_deterministic() {
 }
 
 #[test]
+fn lora_only_rebuild_reuses_the_stable_weights_and_equals_a_fresh_build() {
+    let set = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    // a private copy of the personalised model, changed below
+    let personal = dir.path().join("personalized.safetensors");
+    std::fs::copy(set.path("personalized.safetensors"), &personal).unwrap();
+    let opts = |out: &Path, multiplier: f32| BuildOptions {
+        personalized: Some(personal.clone()),
+        loras: vec![LoraSpec { path: set.path("lora.safetensors"), multiplier }],
+        golden: false,
+        ..options(out, "v2")
+    };
+    let fresh = build(&opts(&dir.path().join("fresh"), 0.6)).unwrap();
+    assert_eq!(fresh.reused_bytes, 0);
+    let unet = &fresh.manifest["graphs"]["unet"];
+    assert_eq!(unet["lora_dependent_data"], serde_json::json!(["unet.onnx.lora.data"]));
+    assert_eq!(unet["external_data"], serde_json::json!(["unet.onnx.data", "unet.onnx.lora.data"]));
+
+    let out = dir.path().join("in_place");
+    build(&opts(&out, 0.8)).unwrap();
+    let at_08 = animatediff_runtime::sha256_file(&out.join("unet.onnx.lora.data")).unwrap();
+    let again = build(&opts(&out, 0.6)).unwrap();
+    let stable = std::fs::metadata(out.join("unet.onnx.data")).unwrap().len();
+    assert_eq!(again.reused_bytes, stable, "the stable UNet file is re-used");
+    // every file equals the fresh build's, by its actual bytes (the manifest of a rebuild carries
+    // the re-used files' hashes over from the previous one)
+    let files = fresh.manifest["files"].as_object().unwrap();
+    assert_eq!(files, again.manifest["files"].as_object().unwrap());
+    for (f, h) in files {
+        assert_eq!(animatediff_runtime::sha256_file(&out.join(f)).unwrap(), h.as_str().unwrap(), "{f}");
+    }
+    assert_ne!(at_08, files["unet.onnx.lora.data"].as_str().unwrap(), "the LoRA-dependent weights changed");
+    println!("rebuild at 0.6 over 0.8: {stable} bytes re-used, {} files identical to a fresh build", files.len());
+
+    // a changed input (same size, new content and time) is hashed again and nothing is re-used
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut bytes = std::fs::read(&personal).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    std::fs::write(&personal, &bytes).unwrap();
+    let changed = build(&opts(&out, 0.6)).unwrap();
+    assert_eq!(changed.reused_bytes, 0);
+    assert_eq!(
+        changed.manifest["inputs"]["components"]["unet"][0]["sha256"].as_str().unwrap(),
+        animatediff_runtime::sha256_file(&personal).unwrap()
+    );
+    // nor when the LoRA set differs, or when asked not to
+    assert_eq!(build(&BuildOptions { loras: vec![], ..opts(&out, 0.6) }).unwrap().reused_bytes, 0);
+    build(&opts(&out, 0.8)).unwrap();
+    assert!(build(&opts(&out, 0.6)).unwrap().reused_bytes > 0);
+    assert_eq!(build(&BuildOptions { reuse: false, ..opts(&out, 0.8) }).unwrap().reused_bytes, 0);
+    no_partial_left(dir.path());
+}
+
+#[test]
 fn manifest_records_inputs_scheduler_and_io() {
     let set = fixtures();
     let dir = tempfile::tempdir().unwrap();

@@ -39,8 +39,10 @@ if [[ $BUILD == 1 ]]; then
     T "${build[@]}" --lora $F/lora.safetensors:0.8 --out $A --no-golden 2>&1 | tee -a $B/build.log
     echo "== same inputs, LoRA scale 0.8 -> 0.6, into a new artifact" | tee -a $B/build.log
     T "${build[@]}" --lora $F/lora.safetensors:0.6 --out $A-rescaled --no-golden 2>&1 | tee -a $B/build.log
-    echo "== rebuild in place with LoRA scale 0.6 (an existing artifact at --out is replaced)" | tee -a $B/build.log
+    echo "== rebuild in place with LoRA scale 0.6 (re-uses the UNet weights no LoRA touches)" | tee -a $B/build.log
     T "${build[@]}" --lora $F/lora.safetensors:0.6 --out $A --no-golden 2>&1 | tee -a $B/build.log
+    echo "== the same rebuild with --no-reuse (writes every weight again)" | tee -a $B/build.log
+    T "${build[@]}" --lora $F/lora.safetensors:0.6 --out $A --no-golden --no-reuse 2>&1 | tee -a $B/build.log
     echo "== back to 0.8 in place (the artifact the graphs below are timed on)" | tee -a $B/build.log
     T "${build[@]}" --lora $F/lora.safetensors:0.8 --out $A --no-golden 2>&1 | tee -a $B/build.log
     rm -rf $A-rescaled

@@ -13,7 +13,9 @@ use animatediff_formats::{
     SdCheckpoint,
 };
 use animatediff_models::{MotionConfig, TextEncoder, Unet3d, UnetConfig, UnetShapes, VaeDecoder};
-use onnx_writer::{external_data_path, ElemType, Graph, WeightStorage};
+use onnx_writer::{external_data_path, DataSet, ElemType, ExternalData, Graph, Reused, WeightStorage};
+
+use crate::rebuild::{self, UnetReuse};
 
 /// The CLIP BPE tokenizer shipped with every artifact (see `crates/cli/assets/README.md`).
 pub const CLIP_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/clip_tokenizer.json");
@@ -75,6 +77,9 @@ pub struct BuildOptions {
     /// Store a golden bundle (`golden.npz`: seeded small inputs and tract's outputs) so that
     /// `animate check` works anywhere without the source checkpoints.
     pub golden: bool,
+    /// Re-use what the artifact already at `out` can give (input hashes of unchanged files; the
+    /// UNet's stable weights when only LoRA multipliers changed); see [`crate::rebuild`].
+    pub reuse: bool,
 }
 
 impl BuildOptions {
@@ -101,6 +106,7 @@ impl BuildOptions {
             quiet: false,
             max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
             golden: true,
+            reuse: true,
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct BuildReport {
     pub manifest: serde_json::Value,
     /// Warnings shown to the user (e.g. LoRA keys that matched nothing).
     pub warnings: Vec<String>,
+    /// Bytes of UNet weights taken unchanged from the previous artifact at `out` (0 if none).
+    pub reused_bytes: u64,
 }
 
 /// The scheduler the official code samples every SD1.5 motion module with (spec §8.1).
@@ -158,18 +166,39 @@ struct Hashes {
 }
 
 impl Hashes {
-    /// Starts hashing `files` in the background.
-    fn prefetch(files: Vec<PathBuf>) -> Self {
+    /// Starts hashing `files` in the background, except those whose hash is `known`.
+    fn prefetch(files: Vec<PathBuf>, known: std::collections::BTreeMap<PathBuf, String>) -> Self {
+        let todo: Vec<PathBuf> = files.into_iter().filter(|p| !known.contains_key(p)).collect();
         let handle = std::thread::spawn(move || {
             let mut seen = std::collections::BTreeSet::new();
-            files.into_iter().filter(|p| seen.insert(p.clone())).map(|p| {
+            todo.into_iter().filter(|p| seen.insert(p.clone())).map(|p| {
                 let h = animatediff_runtime::sha256_file(&p);
                 (p, h)
             }).collect()
         });
-        Self { done: Default::default(), pending: std::sync::Mutex::new(Some(handle)) }
+        Self { done: std::sync::Mutex::new(known), pending: std::sync::Mutex::new(Some(handle)) }
     }
 
+    /// The hash of `path` if it is known already (without waiting for the background hashing).
+    fn known(&self, path: &Path) -> Option<String> {
+        self.done.lock().unwrap().get(path).cloned()
+    }
+
+    /// The hash of `path`, computed here if not known (without waiting for the background).
+    fn of_now(&self, path: &Path) -> Result<String, Error> {
+        if let Some(h) = self.known(path) {
+            return Ok(h);
+        }
+        let h = animatediff_runtime::sha256_file(path).map_err(io(path))?;
+        self.insert(path.to_path_buf(), h.clone());
+        Ok(h)
+    }
+
+    fn insert(&self, path: PathBuf, sha256: String) {
+        self.done.lock().unwrap().insert(path, sha256);
+    }
+
+    /// The hash of `path`, once the background hashing is done.
     fn of(&self, path: &Path) -> Result<String, Error> {
         if let Some(handle) = self.pending.lock().unwrap().take() {
             let results = handle.join().unwrap_or_default();
@@ -177,24 +206,20 @@ impl Hashes {
             // a failed background read is retried below, in the foreground, for its error
             done.extend(results.into_iter().filter_map(|(p, h)| Some((p, h.ok()?))));
         }
-        if let Some(h) = self.done.lock().unwrap().get(path) {
-            return Ok(h.clone());
-        }
-        let h = animatediff_runtime::sha256_file(path).map_err(io(path))?;
-        self.done.lock().unwrap().insert(path.to_path_buf(), h.clone());
-        Ok(h)
+        self.of_now(path)
     }
 
-    /// Hashes of `files`, two threads at a time, in order.
+    /// Hashes of `files` (those not known yet computed two threads at a time), in order.
     fn all(&self, files: &[PathBuf]) -> Result<Vec<String>, Error> {
+        let todo: Vec<&PathBuf> = files.iter().filter(|p| self.known(p).is_none()).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(p) = files.get(i) else { break };
+                    let Some(&p) = todo.get(i) else { break };
                     if let Ok(h) = animatediff_runtime::sha256_file(p) {
-                        self.done.lock().unwrap().insert(p.clone(), h);
+                        self.insert(p.clone(), h);
                     }
                 });
             }
@@ -203,7 +228,7 @@ impl Hashes {
     }
 
     fn entries(&self, files: &[PathBuf]) -> Result<Vec<serde_json::Value>, Error> {
-        files.iter().map(|p| Ok(json!({ "path": p, "sha256": self.of(p)? }))).collect()
+        files.iter().map(|p| Ok(rebuild::input_entry(p, &self.of(p)?))).collect()
     }
 }
 
@@ -289,6 +314,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         }
     }
 
+    // Input hashes: known from the previous artifact's manifest for files whose size and time
+    // are unchanged, the others computed in the background while the graphs are written.
+    let previous = if opts.reuse { rebuild::Previous::open(&opts.out) } else { None };
+    let component_files = |k: ComponentKind| model.component(k).map(|c| c.files()).unwrap_or_default();
+    let mut inputs: Vec<PathBuf> =
+        [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder].into_iter().flat_map(component_files).collect();
+    inputs.push(motion.source.clone());
+    inputs.extend(opts.arch.iter().cloned());
+    let hashes = Hashes::prefetch(inputs, previous.as_ref().map(|p| p.unchanged_inputs()).unwrap_or_default());
+
     // LoRAs, matched against the UNet, the text encoder and the motion module.
     let mut loras = Vec::new();
     let mut lora_json = Vec::new();
@@ -311,15 +346,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
             }
             warnings.push(format!("{msg} (not applied)"));
         }
-        lora_json.push(json!({
-            "path": spec.path,
-            "sha256": animatediff_runtime::sha256_file(&spec.path).map_err(io(&spec.path))?,
+        let mut entry = rebuild::input_entry(&spec.path, &hashes.of_now(&spec.path)?);
+        let extra = json!({
             "multiplier": json_f32(spec.multiplier),
             "format": format!("{:?}", lora.format),
             "modules": lora.len(),
             "matched": r.targets.len(),
             "unmatched_keys": r.unmatched,
-        }));
+        });
+        entry.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        lora_json.push(entry);
         loras.push((lora, spec.multiplier));
     }
     let lora_set = if loras.is_empty() { None } else { Some(LoraSet::new(loras, opts.lora_scaling, &[unet, text, &motion.weights])?) };
@@ -334,15 +370,33 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let mut inputs: Vec<PathBuf> = [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder]
-        .into_iter()
-        .flat_map(|k| model.component(k).map(|c| c.files()).unwrap_or_default())
-        .collect();
-    inputs.push(motion.source.clone());
-    inputs.extend(opts.arch.iter().cloned());
-    let hashes = Hashes::prefetch(inputs);
-    let result = write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source, &hashes);
-    let manifest = match result {
+    // The UNet's stable weights of the previous artifact, when only LoRA multipliers changed.
+    let unet_reuse = previous.as_ref().and_then(|p| {
+        let known = |f: &Path| hashes.known(f);
+        let unet_shas: Option<Vec<_>> = component_files(ComponentKind::Unet).iter().map(|f| Some(json!({ "sha256": known(f)? }))).collect();
+        let lora_shas: Option<Vec<_>> = opts.loras.iter().map(|l| Some(json!({ "sha256": known(&l.path)? }))).collect();
+        let arch_sha = match &opts.arch {
+            Some(p) => Some(json!({ "sha256": known(p)? })),
+            None => None,
+        };
+        let key = rebuild::content_key(&json!({
+            "artifact_version": ARTIFACT_VERSION,
+            "tool": { "version": env!("CARGO_PKG_VERSION"), "executable": rebuild::executable_stamp() },
+            "inputs": {
+                "components": { "unet": unet_shas? },
+                "motion_module": { "sha256": known(&motion.source)?, "version": motion.version.to_string() },
+                "loras": lora_shas?,
+                "lora_scaling": opts.lora_scaling.to_string(),
+                "arch_json": arch_sha,
+            },
+            "architecture": a,
+            "precision": opts.precision.to_string(),
+        }));
+        p.unet_reuse(&key)
+    });
+    let result =
+        write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source, &hashes, unet_reuse);
+    let (manifest, reused_bytes) = match result {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -350,7 +404,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         }
     };
     replace_dir(&tmp, out)?;
-    Ok(BuildReport { out: out.clone(), manifest, warnings })
+    Ok(BuildReport { out: out.clone(), manifest, warnings, reused_bytes })
 }
 
 fn json_f32(v: f32) -> serde_json::Value {
@@ -438,7 +492,8 @@ fn write_artifact(
     unrecognized: Vec<String>,
     arch_source: &Path,
     hashes: &Hashes,
-) -> Result<serde_json::Value, Error> {
+    unet_reuse: Option<UnetReuse>,
+) -> Result<(serde_json::Value, u64), Error> {
     let (unet, vae, text) = (model.unet.as_ref().unwrap(), model.vae.as_ref().unwrap(), model.text_encoder.as_ref().unwrap());
     let producer = concat!("build-graph ", env!("CARGO_PKG_VERSION"));
     let total = (unet.len() + motion.weights.len() + text.len() + vae.names().filter(|n| !n.starts_with("encoder.")).count()) as u64;
@@ -462,7 +517,13 @@ fn write_artifact(
     // UNet with motion modules; weights as external data
     let unet_path = dir.join("unet.onnx");
     let data_path = external_data_path(&unet_path);
-    let mut g = Graph::new("unet", opts.opset, WeightStorage::external(&data_path, opts.max_file_bytes).map_err(io(&data_path))?);
+    let lora_data_path = dir.join("unet.onnx.lora.data");
+    let (storage, reused_bytes) = match unet_reuse.and_then(|r| reuse_unet_files(r, dir, hashes)) {
+        Some((reused, bytes)) => (ExternalData::reusing(opts.max_file_bytes, reused), bytes),
+        None => (ExternalData::new(&data_path, opts.max_file_bytes).map_err(io(&data_path))?, 0),
+    };
+    let storage = WeightStorage::External(storage.with_volatile(&lora_data_path));
+    let mut g = Graph::new("unet", opts.opset, storage);
     g.weight_type = weight_type;
     g.act = weight_type;
     progress.attach(&mut g, "UNet");
@@ -481,6 +542,7 @@ fn write_artifact(
     let shapes = UnetShapes { batch: None, frames: opts.frames, height: lat(opts.height), width: lat(opts.width) };
     net.build(&mut g, &shapes);
     let unet_data_files = g.external_files();
+    let unet_lora_files = g.external_files_in(DataSet::Volatile);
     g.finish(&unet_path, producer, &[]).map_err(io(&unet_path))?;
 
     // VAE decoder
@@ -542,6 +604,7 @@ fn write_artifact(
         "unet": {
             "file": "unet.onnx",
             "external_data": unet_data_files,
+            "lora_dependent_data": unet_lora_files,
             "inputs": [
                 { "name": "sample", "dtype": "float32", "shape": ["batch", a.unet.in_channels, dim_json(opts.frames, "frames"), dim_json(h, "height"), dim_json(w, "width")] },
                 { "name": "timestep", "dtype": "float32", "shape": ["batch"] },
@@ -577,7 +640,7 @@ fn write_artifact(
     let manifest = json!({
         "format": "animatediff-onnx artifact",
         "artifact_version": ARTIFACT_VERSION,
-        "tool": { "name": "build-graph", "version": env!("CARGO_PKG_VERSION") },
+        "tool": { "name": "build-graph", "version": env!("CARGO_PKG_VERSION"), "executable": rebuild::executable_stamp() },
         "inputs": {
             "base": opts.base,
             "personalized": opts.personalized,
@@ -589,6 +652,8 @@ fn write_artifact(
             "motion_module": {
                 "path": motion.source,
                 "sha256": hashes.of(&motion.source)?,
+                "size": rebuild::stamp(&motion.source).map(|s| s.0),
+                "mtime_ns": rebuild::stamp(&motion.source).map(|s| s.1),
                 "version": motion.version.to_string(),
                 "detected_version": motion.detected.map(|v| v.to_string()),
                 "layout": format!("{:?}", motion.layout),
@@ -597,7 +662,7 @@ fn write_artifact(
             },
             "loras": lora_json,
             "lora_scaling": opts.lora_scaling.to_string(),
-            "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(json!({ "path": p, "sha256": hashes.of(p)? })) }).transpose()?,
+            "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(rebuild::input_entry(p, &hashes.of(p)?)) }).transpose()?,
             "unrecognized_keys": unrecognized,
         },
         "architecture": a,
@@ -616,7 +681,32 @@ fn write_artifact(
     });
     let mpath = dir.join("manifest.json");
     std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).unwrap() + "\n").map_err(io(&mpath))?;
-    Ok(manifest)
+    Ok((manifest, reused_bytes))
+}
+
+/// Hard-links the previous artifact's stable UNet files into `dir` and reads where its weights
+/// are; their hashes are taken from its manifest. `None` (and nothing left in `dir`) when any
+/// step fails: the build then writes everything.
+fn reuse_unet_files(r: UnetReuse, dir: &Path, hashes: &Hashes) -> Option<(Reused, u64)> {
+    let names: Vec<String> = r.stable_files.iter().map(|(f, _)| f.clone()).collect();
+    let reused = Reused::from_model(&r.dir.join("unet.onnx"), &names).ok().filter(|x| !x.is_empty())?;
+    let mut bytes = 0;
+    for (i, f) in names.iter().enumerate() {
+        let linked = std::fs::hard_link(r.dir.join(f), dir.join(f)).and_then(|_| std::fs::metadata(dir.join(f)));
+        match linked {
+            Ok(m) => bytes += m.len(),
+            Err(_) => {
+                for g in &names[..i] {
+                    let _ = std::fs::remove_file(dir.join(g));
+                }
+                return None;
+            }
+        }
+    }
+    for (f, sha) in r.stable_files {
+        hashes.insert(dir.join(f), sha);
+    }
+    Some((reused, bytes))
 }
 
 /// Moves the finished `tmp` to `out`, replacing a previous artifact but nothing else.

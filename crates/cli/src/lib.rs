@@ -8,3 +8,4 @@ pub mod demo;
 pub mod media;
 pub mod motion_check;
 pub mod prompt_config;
+pub mod rebuild;

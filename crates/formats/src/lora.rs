@@ -355,6 +355,15 @@ impl LoraSet {
         self.by_weight.contains_key(&(component, weight.to_owned()))
     }
 
+    /// Whether any weight under `module.` is changed.
+    pub fn touches_module(&self, component: ComponentKind, module: &str) -> bool {
+        let dotted = format!("{module}.");
+        self.by_weight
+            .range((component, dotted.clone())..)
+            .next()
+            .is_some_and(|((c, w), _)| *c == component && w.starts_with(&dotted))
+    }
+
     /// Adds every LoRA's contribution to `weight` (in place).
     pub fn apply(&self, component: ComponentKind, weight: &str, shape: &[usize], values: &mut [f32]) -> Result<()> {
         let Some(list) = self.by_weight.get(&(component, weight.to_owned())) else { return Ok(()) };

@@ -15,8 +15,10 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(g: &mut Graph, w: Weights, inp: usize, out: usize, bias: bool) -> Result<Self> {
-        let data = w.read("weight", &[out, inp])?;
-        let w_t = w.put(g, "weight", &[inp, out], &transpose(&data, out, inp))?;
+        let w_t = match w.reused(g, "weight", &[inp, out], g.weight_type) {
+            Some(v) => v,
+            None => w.put(g, "weight", &[inp, out], &transpose(&w.read("weight", &[out, inp])?, out, inp))?,
+        };
         let b = if bias { Some(w.tensor(g, "bias", &[out])?) } else { None };
         Ok(Self { w_t, b })
     }

@@ -55,7 +55,35 @@ pub enum WeightStorage {
     External(ExternalData),
 }
 
+/// Which set of external-data files a weight goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataSet {
+    /// The bulk of the weights.
+    #[default]
+    Stable,
+    /// Weights expected to change between otherwise identical builds (e.g. merged adapters whose
+    /// scale changes), kept in their own files (see [`ExternalData::with_volatile`]) so that a
+    /// rebuild can re-use the stable files of the previous one ([`ExternalData::reusing`]).
+    Volatile,
+}
+
 pub struct ExternalData {
+    stable: Stream,
+    /// Created on the first volatile weight; without [`ExternalData::with_volatile`] volatile
+    /// weights go with the stable ones.
+    volatile: Option<Stream>,
+    volatile_path: Option<PathBuf>,
+    max_file_bytes: u64,
+}
+
+enum Stream {
+    Writing(Shards),
+    /// The files of a previous build, already in place: weights are looked up, not written.
+    Reusing(Reused),
+}
+
+/// A growing set of shards `<name>`, `<name>.1`, ...
+struct Shards {
     dir: PathBuf,
     base_name: String,
     max_file_bytes: u64,
@@ -64,38 +92,81 @@ pub struct ExternalData {
     offset: u64,
 }
 
+/// The externally stored initializers of a previously written model that live in a given set of
+/// files: name → location, with their element type and dims (checked when re-used).
+pub struct Reused {
+    files: Vec<String>,
+    tensors: std::collections::HashMap<String, TensorProto>,
+}
+
+impl Reused {
+    /// Reads the initializers of `model` (an ONNX file we wrote) stored in `files`.
+    pub fn from_model(model: &Path, files: &[String]) -> std::io::Result<Self> {
+        let bytes = std::fs::read(model)?;
+        let m = ModelProto::decode(bytes.as_slice())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", model.display())))?;
+        let tensors = m
+            .graph
+            .map(|g| g.initializer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.data_location == 1 && t.external_data.iter().any(|e| e.key == "location" && files.contains(&e.value)))
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        Ok(Self { files: files.to_vec(), tensors })
+    }
+
+    /// Number of tensors that can be re-used.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The stored tensor `name` if its element type and dims are these.
+    fn get(&self, name: &str, dims: &[i64], data_type: i32) -> Option<&TensorProto> {
+        self.tensors.get(name).filter(|t| t.dims == dims && t.data_type == data_type)
+    }
+}
+
 /// Default cap of one external-data file: just under 2 GiB.
 pub const MAX_EXTERNAL_FILE_BYTES: u64 = (2 << 30) - (64 << 20);
 
 impl WeightStorage {
     /// Streams weights to `path` (and further shards beside it when it would pass `max_file_bytes`).
     pub fn external(path: &Path, max_file_bytes: u64) -> std::io::Result<Self> {
+        Ok(WeightStorage::External(ExternalData::new(path, max_file_bytes)?))
+    }
+
+    /// Names of the external-data files written (or re-used) so far, stable ones first.
+    pub fn files(&self) -> Vec<String> {
+        match self {
+            WeightStorage::Inline => Vec::new(),
+            WeightStorage::External(e) => e.files(),
+        }
+    }
+}
+
+impl Shards {
+    fn create(path: &Path, max_file_bytes: u64) -> std::io::Result<Self> {
         let base_name = path
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| std::io::Error::other(format!("{}: not a file name", path.display())))?
             .to_owned();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(WeightStorage::External(ExternalData {
+        Ok(Shards {
             writer: BufWriter::with_capacity(1 << 22, File::create(path)?),
             dir,
             files: vec![base_name.clone()],
             base_name,
             max_file_bytes,
             offset: 0,
-        }))
+        })
     }
 
-    /// Names of the external-data files written so far.
-    pub fn files(&self) -> &[String] {
-        match self {
-            WeightStorage::Inline => &[],
-            WeightStorage::External(e) => &e.files,
-        }
-    }
-}
-
-impl ExternalData {
     /// Appends `bytes` (aligned), opening the next shard first if this one would grow too large.
     /// Returns (file name, offset).
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<(String, u64)> {
@@ -117,10 +188,87 @@ impl ExternalData {
         Ok((self.files.last().unwrap().clone(), at))
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
-        self.writer.flush()?;
+    fn finish(self) -> std::io::Result<()> {
         let f = self.writer.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
+    }
+}
+
+impl Stream {
+    fn files(&self) -> &[String] {
+        match self {
+            Stream::Writing(s) => &s.files,
+            Stream::Reusing(r) => &r.files,
+        }
+    }
+}
+
+impl ExternalData {
+    pub fn new(path: &Path, max_file_bytes: u64) -> std::io::Result<Self> {
+        Ok(Self { stable: Stream::Writing(Shards::create(path, max_file_bytes)?), volatile: None, volatile_path: None, max_file_bytes })
+    }
+
+    /// Volatile weights go to `path` (and its shards), created when the first one is written.
+    pub fn with_volatile(mut self, path: &Path) -> Self {
+        self.volatile_path = Some(path.to_path_buf());
+        self
+    }
+
+    /// Stable weights are not written but taken from `reused` (files of a previous build that the
+    /// caller has put in place beside the model): every stable weight must be found there, with
+    /// the same element type and dims.
+    pub fn reusing(max_file_bytes: u64, reused: Reused) -> Self {
+        Self { stable: Stream::Reusing(reused), volatile: None, volatile_path: None, max_file_bytes }
+    }
+
+    pub fn files(&self) -> Vec<String> {
+        let mut f = self.stable.files().to_vec();
+        if let Some(v) = &self.volatile {
+            f.extend(v.files().iter().cloned());
+        }
+        f
+    }
+
+    /// Stores `bytes` of tensor `t` in `set`; fills in its external-data location.
+    fn store(&mut self, t: &mut TensorProto, bytes: &[u8], set: DataSet) -> std::io::Result<()> {
+        let stream = match (set, &self.volatile_path) {
+            (DataSet::Volatile, Some(path)) => {
+                if self.volatile.is_none() {
+                    self.volatile = Some(Stream::Writing(Shards::create(path, self.max_file_bytes)?));
+                }
+                self.volatile.as_mut().unwrap()
+            }
+            _ => &mut self.stable,
+        };
+        match stream {
+            Stream::Writing(shards) => {
+                let (file, offset) = shards.append(bytes)?;
+                t.data_location = 1;
+                t.external_data =
+                    vec![entry("location", &file), entry("offset", &offset.to_string()), entry("length", &bytes.len().to_string())];
+            }
+            Stream::Reusing(r) => {
+                let old = r.get(&t.name, &t.dims, t.data_type).ok_or_else(|| {
+                    std::io::Error::other(format!("weight {}: not in the re-used files of the previous build", t.name))
+                })?;
+                let old_len = old.external_data.iter().find(|e| e.key == "length").map(|e| e.value.as_str());
+                if old_len != Some(bytes.len().to_string().as_str()) {
+                    return Err(std::io::Error::other(format!("weight {}: its size differs from the previous build's", t.name)));
+                }
+                t.data_location = 1;
+                t.external_data = old.external_data.clone();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        for s in [Some(self.stable), self.volatile].into_iter().flatten() {
+            if let Stream::Writing(shards) = s {
+                shards.finish()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -305,6 +453,11 @@ impl Graph {
 
     /// A weight stored with an explicit element type (e.g. f32 norm parameters in an f16 graph).
     pub fn weight_as(&mut self, name: &str, shape: &[usize], data: &[f32], elem: ElemType) -> std::io::Result<Value> {
+        self.weight_in(name, shape, data, elem, DataSet::Stable)
+    }
+
+    /// A weight of `elem` in the given set of external-data files.
+    pub fn weight_in(&mut self, name: &str, shape: &[usize], data: &[f32], elem: ElemType, set: DataSet) -> std::io::Result<Value> {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "weight {name}: shape and data differ");
         let bytes: Vec<u8> = match elem {
             ElemType::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
@@ -326,20 +479,31 @@ impl Graph {
                 self.spilled.push((self.initializers.len(), *offset, bytes.len() as u64));
                 *offset += bytes.len() as u64;
             }
-            WeightStorage::External(ext) => {
-                let (file, offset) = ext.append(&bytes)?;
-                t.data_location = 1;
-                t.external_data =
-                    vec![entry("location", &file), entry("offset", &offset.to_string()), entry("length", &bytes.len().to_string())];
-            }
+            WeightStorage::External(ext) => ext.store(&mut t, &bytes, set)?,
         }
+        Ok(self.push_weight(t, bytes.len() as u64))
+    }
+
+    /// The stable weight `name` taken from the files of a previous build, when this graph re-uses
+    /// them ([`ExternalData::reusing`]) and they hold `name` with this element type and shape:
+    /// the caller can then skip reading and converting its data. `None` otherwise.
+    pub fn reused_weight(&mut self, name: &str, shape: &[usize], elem: ElemType) -> Option<Value> {
+        let WeightStorage::External(ExternalData { stable: Stream::Reusing(r), .. }) = &self.storage else { return None };
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let old = r.get(name, &dims, elem.onnx())?.clone();
+        let len = old.external_data.iter().find(|e| e.key == "length").and_then(|e| e.value.parse().ok()).unwrap_or(0);
+        Some(self.push_weight(old, len))
+    }
+
+    fn push_weight(&mut self, t: TensorProto, len: u64) -> Value {
+        let name = t.name.clone();
         self.initializers.push(t);
         self.weights_written.0 += 1;
-        self.weights_written.1 += bytes.len() as u64;
+        self.weights_written.1 += len;
         if let Some(p) = &mut self.progress {
-            p(name, bytes.len() as u64);
+            p(&name, len);
         }
-        Ok(Value(name.to_owned()))
+        Value(name)
     }
 
     /// Writes the model to `path` (and flushes the external-data file). Returns the model's size.
@@ -435,7 +599,16 @@ impl Graph {
 
     /// External-data files written so far (empty for inline weights).
     pub fn external_files(&self) -> Vec<String> {
-        self.storage.files().to_vec()
+        self.storage.files()
+    }
+
+    /// External-data files of one data set (those of the stable set include re-used ones).
+    pub fn external_files_in(&self, set: DataSet) -> Vec<String> {
+        match (&self.storage, set) {
+            (WeightStorage::External(e), DataSet::Stable) => e.stable.files().to_vec(),
+            (WeightStorage::External(e), DataSet::Volatile) => e.volatile.as_ref().map(|v| v.files().to_vec()).unwrap_or_default(),
+            (WeightStorage::Inline, _) => Vec::new(),
+        }
     }
 
     /// Number of nodes so far.

@@ -6,7 +6,7 @@ pub mod graph;
 pub mod ops;
 pub mod proto;
 
-pub use graph::{external_data_path, Dim, ElemType, Graph, Value, WeightStorage, MAX_EXTERNAL_FILE_BYTES};
+pub use graph::{external_data_path, DataSet, Dim, ElemType, ExternalData, Graph, Reused, Value, WeightStorage, MAX_EXTERNAL_FILE_BYTES};
 
 /// Default opset: 17 (LayerNormalization available; GroupNorm is decomposed, spec §10).
 pub const DEFAULT_OPSET: i64 = 17;

@@ -50,6 +50,12 @@ struct Args {
     /// which for a full-size model takes ~15 s and several GB of memory).
     #[arg(long)]
     no_golden: bool,
+    /// Write every weight again even when `--out` holds an artifact built from the same files.
+    /// By default such a rebuild re-uses the hashes of unchanged input files and, when only LoRA
+    /// multipliers changed, the UNet weights no LoRA touches (hard links; same bytes as a fresh
+    /// build).
+    #[arg(long)]
+    no_reuse: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,12 +79,19 @@ fn main() -> ExitCode {
         quiet: a.quiet,
         max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
         golden: !a.no_golden,
+        reuse: !a.no_reuse,
     };
     let start = std::time::Instant::now();
     match build(&opts) {
         Ok(report) => {
             for w in &report.warnings {
                 eprintln!("build-graph: warning: {w}");
+            }
+            if !opts.quiet && report.reused_bytes > 0 {
+                eprintln!(
+                    "build-graph: re-used {:.2} GB of UNet weights no LoRA changes from the previous artifact (only LoRA multipliers changed; --no-reuse writes everything)",
+                    report.reused_bytes as f64 / 1e9
+                );
             }
             if !opts.quiet {
                 eprintln!(
