@@ -28,6 +28,12 @@ PALETTES = {
         "blue": (0.12, 0.28, 0.90),
         "yellow": (0.95, 0.82, 0.08),
     },
+    "print": {
+        "red": (0.62, 0.08, 0.12),
+        "green": (0.10, 0.40, 0.22),
+        "blue": (0.12, 0.16, 0.45),
+        "yellow": (0.80, 0.55, 0.05),
+    },
     "personal": {
         "red": (1.00, 0.55, 0.62),
         "green": (0.55, 1.00, 0.62),
@@ -37,7 +43,7 @@ PALETTES = {
 }
 COLOURS = tuple(PALETTES["base"])
 RADIUS = 8.0
-TRAIL = ((1, 0.45), (2, 0.25), (3, 0.12))  # (steps of 4 px behind, opacity)
+TRAIL = ((1, 0.5), (2, 0.35), (3, 0.22), (4, 0.1))  # (steps of 4 px behind, opacity): a 16 px streak
 TRAIL_STEP = 4.0
 MARGIN = 11.0
 
@@ -77,6 +83,12 @@ def background(style: str, rng: np.random.Generator) -> np.ndarray:
     if style == "base":
         tint = 0.84 + rng.uniform(-0.04, 0.04, size=3)
         return np.broadcast_to(tint.astype(np.float32), (SIZE, SIZE, 3)).copy()
+    if style == "print":
+        phase = rng.uniform(0, 12)
+        stripes = (((_xx - _yy + phase) // 5) % 2).astype(np.float32)
+        paper = np.array([0.95, 0.91, 0.81], np.float32)
+        line = np.array([0.88, 0.83, 0.71], np.float32)
+        return paper + stripes[..., None] * (line - paper)
     if style == "personal":
         phase = rng.uniform(0, 12)
         stripes = (((_xx + _yy + phase) // 6) % 2).astype(np.float32)
@@ -98,7 +110,13 @@ def render(style: str, bg: np.ndarray, colour: str, shape: str, direction: str, 
     return img * (1 - m) + rgb * m
 
 
-def _params(seed: int, index: int, style: str):
+EDGE_JITTER = 2.0  # "edge" layout: the object starts within this many px of its margin
+
+
+def _params(seed: int, index: int, style: str, layout: str = "edge"):
+    """layout "free": the start anywhere that keeps the path inside the frame; "edge": the start
+    at the margin the object moves away from (a clip then crosses most of the frame, and the
+    caption fixes where each frame's object is along the direction of motion)."""
     rng = np.random.default_rng([seed, index, 0 if style == "base" else 1])
     colour = COLOURS[rng.integers(len(COLOURS))]
     shape = SHAPES[rng.integers(len(SHAPES))]
@@ -106,6 +124,10 @@ def _params(seed: int, index: int, style: str):
     speed = rng.uniform(1.6, 2.2)
     travel = speed * (FRAMES - 1)
     start = rng.uniform(MARGIN, SIZE - MARGIN - travel)
+    if layout == "edge":
+        start = MARGIN + (start - MARGIN) / (SIZE - 2 * MARGIN - travel) * EDGE_JITTER
+    elif layout != "free":
+        raise ValueError(layout)
     perp = rng.uniform(MARGIN, SIZE - MARGIN)
     return colour, shape, direction, speed, start, perp, background(style, rng)
 
@@ -120,9 +142,9 @@ def _frame(style: str, params, f: int) -> np.ndarray:
     return render(style, bg, colour, shape, direction, cx, cy)
 
 
-def clip(seed: int, index: int, style: str = "base"):
+def clip(seed: int, index: int, style: str = "base", layout: str = "edge"):
     """Clip `index` of dataset `seed`: (frames (F, H, W, 3) float32 in [0, 1], caption, labels)."""
-    params = _params(seed, index, style)
+    params = _params(seed, index, style, layout)
     colour, shape, direction = params[:3]
     frames = np.stack([_frame(style, params, f) for f in range(FRAMES)]).astype(np.float32)
     return frames, caption(colour, shape, direction), (colour, shape, direction)

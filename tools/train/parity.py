@@ -30,7 +30,8 @@ import models as M
 from train import tokenize
 
 
-def load(assets: Path, personalized: bool):
+def load_image_model(assets: Path, personalized: bool):
+    """(unet2d, vae, te) from the fp16 LDM single files, through diffusers' own converters."""
     base = {k: v.float() for k, v in load_file(assets / "base.safetensors").items()}
     unet_src = {k: v.float() for k, v in load_file(assets / "personalized.safetensors").items()} if personalized else base
     unet2d = M.make_unet2d()
@@ -42,10 +43,19 @@ def load(assets: Path, personalized: bool):
     ts.pop("text_model.embeddings.position_ids", None)
     prefix = M.ref.clip_prefix(te)
     te.load_state_dict({k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in ts.items()})
-    unet = M.make_unet3d(unet2d, zero_init=False)
+    return unet2d, vae, te
+
+
+def load_motion_state(assets: Path) -> dict:
+    """The official-layout mm.ckpt as diffusers UNetMotionModel keys (fp32, no pe buffers)."""
     mm = torch.load(assets / "mm.ckpt", weights_only=True)
-    ms = {k: v.float() for k, v in convert_animatediff_checkpoint_to_diffusers(mm).items() if not k.endswith("pos_embed.pe")}
-    missing, unexpected = unet.load_state_dict(ms, strict=False)
+    return {k: v.float() for k, v in convert_animatediff_checkpoint_to_diffusers(mm).items() if not k.endswith("pos_embed.pe")}
+
+
+def load(assets: Path, personalized: bool):
+    unet2d, vae, te = load_image_model(assets, personalized)
+    unet = M.make_unet3d(unet2d, zero_init=False)
+    missing, unexpected = unet.load_state_dict(load_motion_state(assets), strict=False)
     assert not unexpected and all(".motion_modules." not in k or k.endswith("pos_embed.pe") for k in missing), unexpected
     for m in (unet, vae):
         m.set_attn_processor(AttnProcessor())

@@ -9,6 +9,10 @@
   export    base.safetensors (LDM keys, fp16), personalized.safetensors (UNet only, fp16),
             mm.ckpt (official layout, fp16), mm_off.ckpt (output projections zero = module removed),
             arch.json; plus losses.png
+  eval      direction success rate (PyTorch sampling, the Rust tracker's rule); probe: how much
+            the noise prediction depends on the direction word, per noise level
+  motion2   continues motion.pt (the ablations of README "What made the direction learnable":
+            --t-min, --x0-weight); import: committed files back into checkpoints
 
 Each stage reads the previous stages' files from --work and writes its own; losses go to
 --work/losses.json. Seeds are fixed per stage. All stages run on the CPU.
@@ -181,16 +185,26 @@ def load_latents(work: Path, style: str):
     return d["latents"].float(), cap_idx, ids  # ids[-1] = the empty prompt
 
 
-def diffusion_loss(eps_model, z0: torch.Tensor, ctx: torch.Tensor, ac: torch.Tensor, gen: torch.Generator):
-    t = torch.randint(0, 1000, (z0.shape[0],), generator=gen)
+def diffusion_loss(eps_model, z0: torch.Tensor, ctx: torch.Tensor, ac: torch.Tensor, gen: torch.Generator, t_min: int = 0,
+                   x0_weight: float = 0.0):
+    """Epsilon MSE at uniform timesteps. With x0_weight = g > 0 each sample's loss is weighted by
+    min(1/SNR(t), g) (the error of the implied x0 estimate, clipped), which shifts the weight to
+    the noisy timesteps where the layout, and so the direction of motion, is decided."""
+    t = torch.randint(t_min, 1000, (z0.shape[0],), generator=gen)
     noise = torch.randn(z0.shape, generator=gen)
     a = ac[t].reshape(-1, *([1] * (z0.ndim - 1)))
     zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-    return F.mse_loss(eps_model(zt, t, ctx), noise)
+    per_sample = ((eps_model(zt, t, ctx) - noise) ** 2).flatten(1).mean(1)
+    if x0_weight > 0:
+        w = ((1 - ac[t]) / ac[t]).clamp(max=x0_weight)
+        return (w * per_sample).sum() / w.sum()
+    return per_sample.mean()
 
 
 def stage_image(work: Path, steps: int, batch: int, style: str, name: str, init: str | None, lr: float,
-                train_te: bool | None = None):
+                train_te: bool | None = None, only: tuple[str, ...] = ()):
+    """Trains the image model on single frames; `only`: train just the UNet parameters whose names
+    start with one of these prefixes (the rest stays as initialised)."""
     torch.manual_seed(SEED + 1)
     gen = torch.Generator().manual_seed(SEED + 2)
     lat, cap_idx, ids = load_latents(work, style)
@@ -204,7 +218,11 @@ def stage_image(work: Path, steps: int, batch: int, style: str, name: str, init:
         te.load_state_dict(st["te"])
     if train_te is None:
         train_te = init is None  # the personalised model keeps the base text encoder (UNet-only file)
-    params = list(unet.parameters()) + (list(te.parameters()) if train_te else [])
+    unet_params = [p for n, p in unet.named_parameters() if not only or n.startswith(only)]
+    unet.requires_grad_(False)
+    for p in unet_params:
+        p.requires_grad_(True)
+    params = unet_params + (list(te.parameters()) if train_te else [])
     te.requires_grad_(train_te)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ac = linear_alphas_cumprod()
@@ -223,11 +241,13 @@ def stage_image(work: Path, steps: int, batch: int, style: str, name: str, init:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         log.add(step, loss.item())
+        if (step + 1) % 500 == 0:  # a checkpoint to evaluate while training goes on
+            torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, work / f"{name}.pt")
     log.done(batch=batch, lr=lr, style=style)
     torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, work / f"{name}.pt")
 
 
-def stage_motion(work: Path, steps: int, batch: int, lr: float, resume: bool = False):
+def stage_motion(work: Path, steps: int, batch: int, lr: float, resume: bool = False, t_min: int = 0, x0_weight: float = 0.0):
     torch.manual_seed(SEED + 3)
     gen = torch.Generator().manual_seed(SEED + 4)
     lat, cap_idx, ids = load_latents(work, "base")
@@ -257,12 +277,14 @@ def stage_motion(work: Path, steps: int, batch: int, lr: float, resume: bool = F
         c = cap_idx[pick]
         drop = torch.rand(batch, generator=gen) < 0.1
         c = torch.where(drop, torch.full_like(c, ids.shape[0] - 1), c)
-        loss = diffusion_loss(lambda x, t, e: M.unet3d_forward(unet, x, t, e), lat[pick], all_ctx[c], ac, gen)
+        loss = diffusion_loss(lambda x, t, e: M.unet3d_forward(unet, x, t, e), lat[pick], all_ctx[c], ac, gen, t_min, x0_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         log.add(step, loss.item(), every=25)
+        if (step + 1) % 500 == 0:  # a checkpoint to evaluate while training goes on
+            torch.save(M.motion_state(unet), work / "motion.pt")
     log.done(batch=batch, lr=lr)
     torch.save(M.motion_state(unet), work / "motion.pt")
 
@@ -306,6 +328,112 @@ def stage_export(work: Path, out: Path):
         print(f"  {f.name}: {f.stat().st_size / 1e6:.2f} MB")
 
 
+def stage_import(work: Path, assets: Path):
+    """The committed demo files (fp16) back into training checkpoints (fp32), to continue training
+    from them: vae.pt, image.pt, motion.pt, personal.pt."""
+    from parity import load_image_model, load_motion_state
+
+    unet2d, vae, te = load_image_model(assets, personalized=False)
+    torch.save(vae.state_dict(), work / "vae.pt")
+    torch.save({"unet": unet2d.state_dict(), "te": te.state_dict()}, work / "image.pt")
+    torch.save(load_motion_state(assets), work / "motion.pt")
+    per, _, _ = load_image_model(assets, personalized=True)
+    torch.save({"unet": per.state_dict(), "te": te.state_dict()}, work / "personal.pt")
+    print(f"[import] {assets} -> {work}: vae.pt image.pt motion.pt personal.pt")
+
+
+def track(frames: np.ndarray) -> tuple[str, float]:
+    """The tracker of crates/cli/src/motion_check.rs (same thresholds), for monitoring training:
+    (direction or still/lost, mean frame-to-frame centroid jump). frames (F, H, W, 3) uint8."""
+    cents = []
+    for f in frames.astype(np.int32):
+        border = np.concatenate([f[0], f[-1], f[1:-1, 0], f[1:-1, -1]])
+        bg = np.sort(border, axis=0)[len(border) // 2]
+        ys, xs = np.nonzero(np.abs(f - bg).sum(-1) > 110)
+        cents.append((xs.mean() + 0.5, ys.mean() + 0.5) if len(xs) else None)
+    if any(c is None for c in cents):
+        return "lost", float("inf")
+    c = np.array(cents)
+    dx, dy = c[-3:].mean(0) - c[:3].mean(0)
+    jump = float(np.linalg.norm(np.diff(c, axis=0), axis=1).mean())
+    if max(abs(dx), abs(dy)) < 8:
+        return "still", jump
+    return (("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("up" if dy < 0 else "down")), jump
+
+
+def stage_eval(work: Path, seeds: int, guidance: float, steps: int, personal: bool, motion: bool):
+    """Direction success rate of the checkpoints in --work, sampled in PyTorch (DDIM, CFG) and
+    tracked as in the Rust demo_motion test (prompts cycle colours and shapes the same way)."""
+    from diffusers.models.attention_processor import AttnProcessor
+    from parity import sample
+
+    vae = M.make_vae()
+    vae.load_state_dict(torch.load(work / "vae.pt"))
+    st = torch.load(work / ("personal.pt" if personal else "image.pt"))
+    te = M.make_text_encoder()
+    te.load_state_dict(torch.load(work / "image.pt")["te"])
+    unet2d = M.make_unet2d()
+    unet2d.load_state_dict(st["unet"])
+    unet = M.make_unet3d(unet2d, zero_init=not motion)
+    if motion:
+        unet.load_state_dict(torch.load(work / "motion.pt"), strict=False)
+    for m in (unet, vae):
+        m.set_attn_processor(AttnProcessor())
+        m.eval()
+    te.eval()
+    colours, shapes = data.COLOURS, data.SHAPES
+    ok, n, jumps, seen = 0, 0, [], {}
+    for j, d in enumerate(data.DIRECTIONS):
+        for i in range(seeds):
+            prompt = f"a {colours[i % 4]} {shapes[(i // 4 + i) % 3]} moving {d}"
+            lat = torch.from_numpy(np.random.default_rng([SEED, i, j]).standard_normal((1, 4, 16, 8, 8)).astype(np.float32))
+            _, frames = sample(unet, vae, te, prompt, lat, steps, guidance)
+            got, jump = track(frames)
+            ok += got == d
+            n += 1
+            jumps.append(jump)
+            seen[got] = seen.get(got, 0) + 1
+    print(f"[eval] {'personal' if personal else 'base'}{'' if motion else ' without motion module'}, guidance {guidance}: "
+          f"{ok}/{n} move as prompted; tracked {seen}; mean jump {np.mean(jumps):.2f} px", flush=True)
+    return ok / n
+
+
+@torch.no_grad()
+def stage_probe(work: Path, clips: int = 24):
+    """How much the trained model's noise prediction depends on the caption's direction, per
+    noise level: epsilon-MSE on base clips with the true caption, with the opposite direction and
+    with the empty caption (same noise). At t = 900 the layout of the video is still open; a
+    model whose loss there does not care about the direction word cannot make the prompted motion."""
+    lat, _, _ = load_latents(work, "base")
+    captions = torch.load(work / "latents_base.pt")["captions"]
+    st = torch.load(work / "image.pt")
+    unet2d = M.make_unet2d()
+    unet2d.load_state_dict(st["unet"])
+    te = M.make_text_encoder()
+    te.load_state_dict(st["te"])
+    unet = M.make_unet3d(unet2d, zero_init=False)
+    unet.load_state_dict(torch.load(work / "motion.pt"), strict=False)
+    unet.eval()
+    te.eval()
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    pick = torch.arange(clips) * 7
+    true = [captions[i] for i in pick]
+    swapped = [c.rsplit(" ", 1)[0] + " " + opposite[c.rsplit(" ", 1)[1]] for c in true]
+    gen = torch.Generator().manual_seed(SEED + 9)
+    ac = linear_alphas_cumprod()
+    for t in (900, 600, 300):
+        noise = torch.randn(lat[pick].shape, generator=gen)
+        zt = ac[t].sqrt() * lat[pick] + (1 - ac[t]).sqrt() * noise
+        row = {}
+        for name, caps in (("true caption", true), ("opposite direction", swapped), ("empty caption", [""] * clips)):
+            ctx = te(tokenize(caps)).last_hidden_state
+            eps = torch.cat([M.unet3d_forward(unet, zt[i : i + 4], torch.full((len(zt[i : i + 4]),), t), ctx[i : i + 4])
+                             for i in range(0, clips, 4)])
+            row[name] = F.mse_loss(eps, noise).item()
+        print(f"[probe] t={t}: " + ", ".join(f"{k} {v:.5f}" for k, v in row.items())
+              + f" (opposite / true = {row['opposite direction'] / row['true caption']:.2f})", flush=True)
+
+
 def stage_plot(work: Path, out: Path):
     import matplotlib
 
@@ -313,7 +441,7 @@ def stage_plot(work: Path, out: Path):
     import matplotlib.pyplot as plt
 
     losses = json.loads((work / "losses.json").read_text())
-    stages = [s for s in ("vae", "vae2", "image", "image2", "motion", "motion2", "personal") if s in losses]
+    stages = [s for s in ("vae", "vae2", "image", "motion", "motion2", "personal") if s in losses]
     fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3.2))
     for ax, s in zip(np.atleast_1d(axes), stages):
         ax.plot(losses[s]["step"], losses[s]["loss"])
@@ -329,13 +457,22 @@ def stage_plot(work: Path, out: Path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["vae", "vae2", "encode", "image", "image2", "motion", "motion2", "personal", "export", "plot"])
+    p.add_argument("stage", choices=["vae", "vae2", "encode", "image", "motion", "motion2", "personal", "export", "plot", "import", "eval", "probe"])
     p.add_argument("--work", type=Path, default=Path("target/micro-train"))
     p.add_argument("--out", type=Path, default=Path("crates/cli/assets/demo"))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--clips", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--t-min", type=int, default=0, help="motion: train on timesteps t_min..999 only")
+    p.add_argument("--x0-weight", type=float, default=0.0, help="motion: weight each sample by min(1/SNR, this)")
+    p.add_argument("--lr", type=float, default=None, help="personal: peak learning rate (3e-4)")
+    p.add_argument("--style", default="personal", help="personal: the style fine-tuned on (data.py)")
+    p.add_argument("--up-only", action="store_true", help="personal: fine-tune only the UNet's decoder half")
+    p.add_argument("--seeds", type=int, default=5, help="eval: seeds per direction")
+    p.add_argument("--guidance", type=float, default=7.5, help="eval: classifier-free guidance (the demo default)")
+    p.add_argument("--personal", action="store_true", help="eval: the personalised UNet")
+    p.add_argument("--no-motion", action="store_true", help="eval: without the motion module")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -346,18 +483,24 @@ def main():
     elif a.stage == "encode":
         stage_encode(a.work, a.clips, "base")
         stage_encode(a.work, a.clips // 3, "personal")
+        stage_encode(a.work, a.clips // 3, "print")
     elif a.stage == "image":
         stage_image(a.work, a.steps or 3000, a.batch or 64, "base", "image", None, 1e-3)
-    elif a.stage == "image2":  # continue the image model at a lower learning rate
-        stage_image(a.work, a.steps or 400, a.batch or 64, "base", "image2", "image", 3e-4, train_te=True)
     elif a.stage == "motion2":  # continue the motion module on the (further trained) image model
-        stage_motion(a.work, a.steps or 300, a.batch or 4, 3e-4, resume=True)
+        stage_motion(a.work, a.steps or 300, a.batch or 4, 3e-4, resume=True, t_min=a.t_min, x0_weight=a.x0_weight)
     elif a.stage == "personal":
-        stage_image(a.work, a.steps or 800, a.batch or 64, "personal", "personal", "image", 3e-4)
+        only = ("up_blocks.", "conv_norm_out.", "conv_out.") if a.up_only else ()
+        stage_image(a.work, a.steps or 800, a.batch or 64, a.style, "personal", "image", a.lr or 3e-4, only=only)
     elif a.stage == "motion":
         stage_motion(a.work, a.steps or 1500, a.batch or 4, 1e-3)
     elif a.stage == "export":
         stage_export(a.work, a.out)
+    elif a.stage == "eval":
+        stage_eval(a.work, a.seeds, a.guidance, a.steps or 10, a.personal, not a.no_motion)
+    elif a.stage == "probe":
+        stage_probe(a.work)
+    elif a.stage == "import":
+        stage_import(a.work, a.out)
     elif a.stage == "plot":
         stage_plot(a.work, a.out / "losses.png")
 

@@ -25,9 +25,9 @@ pub mod files {
 /// The prompt the demo animates when none is given (a caption of the training set's kind).
 pub const DEFAULT_PROMPT: &str = "a red circle moving left";
 
-/// The guidance scale the demo samples with when `--guidance` is not given: the micro model is
-/// undertrained and its frames break down under SD's usual 7.5 (tools/train/README.md).
-pub const DEFAULT_GUIDANCE: f32 = 1.5;
+/// The guidance scale the demo samples with when `--guidance` is not given: SD's usual 7.5, at
+/// which the micro model was measured (tools/train/README.md).
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoModel {

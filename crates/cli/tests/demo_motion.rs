@@ -17,8 +17,8 @@ use animatediff_formats::TensorFile;
 use animatediff_runtime::{Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
 const STEPS: usize = 10;
-/// The demo's default guidance (`animate --demo`): the micro model is undertrained and breaks
-/// down under strong guidance (tools/train/README.md).
+/// The demo's default guidance (`animate --demo`), at which the micro model was measured
+/// (tools/train/README.md).
 const GUIDANCE: f32 = demo::DEFAULT_GUIDANCE;
 
 fn guidance() -> f32 {
@@ -132,30 +132,31 @@ fn report(name: &str, r: &Rates, verbose: bool) -> f64 {
 }
 
 /// Runs in the default suite (4 videos per model, ~40 s in a debug build): the trained files build,
-/// our runner samples them, the tracker finds the object in every frame of every video, and the
-/// rates are printed. It does not assert the prompted direction: the committed micro model does
-/// not yet reach it (measured in tools/train/README.md: about chance level, as without the module).
+/// our runner samples them, and with the base model and its motion module the object moves as the
+/// prompt says in at least 3 of the 4 directions, while without the module (independent frames)
+/// it does in at most 1 and the frames do not hang together. The personalised model is sampled and
+/// reported, not asserted: it does not yet keep the motion (tools/train/README.md, "What is weak").
 #[test]
-fn demo_videos_are_tracked() {
+fn demo_videos_move_as_prompted() {
     let s = setup();
-    let mut jitter = Vec::new();
-    for (name, a) in [("base", &s.base), ("personalized", &s.personalized), ("base, motion module removed", &s.no_motion)] {
-        let r = measure(a, 1);
-        report(name, &r, true);
-        assert_eq!(r.total, 4);
-        assert!(r.lost == 0, "{name}: the tracker lost the object in {} videos", r.lost);
-        jitter.push(r.jitter);
-    }
-    // What the module does achieve (measured, tools/train/README.md): frames that hang together.
-    assert!(jitter[0] < 0.7 * jitter[2], "base with the module {:.2} px vs without {:.2} px", jitter[0], jitter[2]);
+    let base = measure(&s.base, 1);
+    let personalized = measure(&s.personalized, 1);
+    let none = measure(&s.no_motion, 1);
+    report("base", &base, true);
+    report("personalized", &personalized, true);
+    report("base, motion module removed", &none, true);
+    assert_eq!(base.total, 4);
+    assert_eq!(base.lost, 0, "base: the tracker lost the object");
+    assert!(base.hits >= 3, "base model: {}/4 videos move as prompted", base.hits);
+    assert!(none.hits <= 1, "without the motion module: {}/4 videos move as prompted", none.hits);
+    assert!(base.jitter < 0.3 * none.jitter, "base with the module {:.2} px vs without {:.2} px", base.jitter, none.jitter);
 }
 
 /// The goal of issue 7, with thresholds: the object moves as the prompt says for most seeds with
-/// the motion module (base and personalised) and not without it. FAILS with the committed model
-/// (base 25 %, personalised 25 %, without the module 20 % on 5 seeds × 4 directions): ignored until
-/// the model is retrained (tools/train/README.md, "What is weak").
+/// the motion module (base and personalised) and not without it. The base model and the module
+/// pass (tools/train/README.md); the personalised model does not yet, so the test is ignored.
 #[test]
-#[ignore = "the committed micro model does not yet make the prompted motion (tools/train/README.md)"]
+#[ignore = "the personalised demo model does not yet keep the motion (tools/train/README.md)"]
 fn the_motion_module_makes_the_prompted_motion() {
     let s = setup();
     let seeds = 3;

@@ -78,7 +78,7 @@ struct Args {
     seed: Option<u64>,
     #[arg(long, default_value_t = 25)]
     steps: usize,
-    /// Classifier-free guidance scale (active when > 1); default 7.5 (the demo model: 1.5).
+    /// Classifier-free guidance scale (active when > 1); default 7.5.
     #[arg(long)]
     guidance: Option<f32>,
     #[arg(long)]
