@@ -86,6 +86,25 @@ class Log:
         self.path.write_text(json.dumps(self.all, indent=1))
 
 
+def captions_for(cap_idx: torch.Tensor, n_items: int, batch: int, empty: int, gen: torch.Generator):
+    """A batch of item indices and their caption indices, 10 % replaced by the empty caption (so
+    that the model also learns the unconditional prediction classifier-free guidance needs)."""
+    pick = torch.randint(0, n_items, (batch,), generator=gen)
+    c = cap_idx[pick]
+    drop = torch.rand(batch, generator=gen) < 0.1
+    return pick, torch.where(drop, torch.full_like(c, empty), c)
+
+
+def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
+    """One AdamW step at learning rate `lr`, gradients clipped to norm 1."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 _STOP = []
 
 
@@ -228,18 +247,10 @@ def stage_image(work: Path, steps: int, batch: int, style: str, name: str, init:
     ac = linear_alphas_cumprod()
     log = Log(work, name)
     for step in stoppable(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        pick = torch.randint(0, frames.shape[0], (batch,), generator=gen)
-        c = frame_cap[pick]
-        drop = torch.rand(batch, generator=gen) < 0.1
-        c = torch.where(drop, torch.full_like(c, ids.shape[0] - 1), c)
+        pick, c = captions_for(frame_cap, frames.shape[0], batch, ids.shape[0] - 1, gen)
         ctx = te(ids[c]).last_hidden_state
         loss = diffusion_loss(lambda x, t, e: unet(x, t, encoder_hidden_states=e).sample, frames[pick], ctx, ac, gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        update(opt, params, loss, lr_at(step, steps, lr))
         log.add(step, loss.item())
         if (step + 1) % 500 == 0:  # a checkpoint to evaluate while training goes on
             torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, work / f"{name}.pt")
@@ -271,17 +282,9 @@ def stage_motion(work: Path, steps: int, batch: int, lr: float, resume: bool = F
     ac = linear_alphas_cumprod()
     log = Log(work, "motion2" if resume else "motion")
     for step in stoppable(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        pick = torch.randint(0, lat.shape[0], (batch,), generator=gen)
-        c = cap_idx[pick]
-        drop = torch.rand(batch, generator=gen) < 0.1
-        c = torch.where(drop, torch.full_like(c, ids.shape[0] - 1), c)
+        pick, c = captions_for(cap_idx, lat.shape[0], batch, ids.shape[0] - 1, gen)
         loss = diffusion_loss(lambda x, t, e: M.unet3d_forward(unet, x, t, e), lat[pick], all_ctx[c], ac, gen, t_min, x0_weight)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        update(opt, params, loss, lr_at(step, steps, lr))
         log.add(step, loss.item(), every=25)
         if (step + 1) % 500 == 0:  # a checkpoint to evaluate while training goes on
             torch.save(M.motion_state(unet), work / "motion.pt")
