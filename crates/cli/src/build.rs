@@ -346,16 +346,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
             }
             warnings.push(format!("{msg} (not applied)"));
         }
-        let mut entry = rebuild::input_entry(&spec.path, &hashes.of_now(&spec.path)?);
-        let extra = json!({
-            "multiplier": json_f32(spec.multiplier),
-            "format": format!("{:?}", lora.format),
-            "modules": lora.len(),
-            "matched": r.targets.len(),
-            "unmatched_keys": r.unmatched,
-        });
-        entry.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        lora_json.push(entry);
+        lora_json.push(rebuild::input_entry_with(
+            &spec.path,
+            &hashes.of_now(&spec.path)?,
+            json!({
+                "multiplier": json_f32(spec.multiplier),
+                "format": format!("{:?}", lora.format),
+                "modules": lora.len(),
+                "matched": r.targets.len(),
+                "unmatched_keys": r.unmatched,
+            }),
+        ));
         loras.push((lora, spec.multiplier));
     }
     let lora_set = if loras.is_empty() { None } else { Some(LoraSet::new(loras, opts.lora_scaling, &[unet, text, &motion.weights])?) };
@@ -649,17 +650,13 @@ fn write_artifact(
                 "vae": component_files(ComponentKind::Vae)?,
                 "text_encoder": component_files(ComponentKind::TextEncoder)?,
             },
-            "motion_module": {
-                "path": motion.source,
-                "sha256": hashes.of(&motion.source)?,
-                "size": rebuild::stamp(&motion.source).map(|s| s.0),
-                "mtime_ns": rebuild::stamp(&motion.source).map(|s| s.1),
+            "motion_module": rebuild::input_entry_with(&motion.source, &hashes.of(&motion.source)?, json!({
                 "version": motion.version.to_string(),
                 "detected_version": motion.detected.map(|v| v.to_string()),
                 "layout": format!("{:?}", motion.layout),
                 "mid_block": motion.has_mid_block,
                 "max_frames": motion.max_frames(),
-            },
+            })),
             "loras": lora_json,
             "lora_scaling": opts.lora_scaling.to_string(),
             "arch_json": opts.arch.as_ref().map(|p| -> Result<_, Error> { Ok(rebuild::input_entry(p, &hashes.of(p)?)) }).transpose()?,

@@ -36,10 +36,18 @@ pub fn executable_stamp() -> Value {
 
 /// `{ "path", "sha256", "size", "mtime_ns" }` for an input file.
 pub fn input_entry(path: &Path, sha256: &str) -> Value {
+    input_entry_with(path, sha256, json!({}))
+}
+
+/// [`input_entry`] plus the fields of `extra` (an object) that describe the file's contents.
+pub fn input_entry_with(path: &Path, sha256: &str, extra: Value) -> Value {
     let mut v = json!({ "path": path, "sha256": sha256 });
     if let Some((size, mtime)) = stamp(path) {
         v["size"] = json!(size);
         v["mtime_ns"] = json!(mtime);
+    }
+    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
     }
     v
 }
