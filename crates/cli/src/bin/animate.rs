@@ -266,6 +266,7 @@ fn run(mut args: Args) -> Result<(), String> {
     let mut pipeline: Option<Pipeline> = None;
     for job in jobs {
         if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
+            drop(pipeline.take()); // free the previous shape's graphs before loading the next (peak memory)
             let loading = bar(quiet, 3, "loading");
             let p = Pipeline::load(artifact.clone(), &runtime, job.shape, |what| {
                 loading.set_message(format!("loading {what}"));
