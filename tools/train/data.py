@@ -1,11 +1,14 @@
 """Synthetic, seeded dataset of short captioned clips: a coloured shape moving in a captioned
 direction over a plain background ("a red circle moving left"), 16 frames of 64x64 pixels.
 
-Two styles share the captions:
+Styles share the captions:
 * "base": light grey background, saturated palette — what the image model and the motion module
   are trained on;
-* "personal": dark blue background with diagonal stripes, pastel palette — the "personalised"
-  image model is fine-tuned on single frames of this style only (never on clips).
+* "personal": cream background, soft palette (coral, mint, sky, amber) — the "personalised" image
+  model is fine-tuned on single frames of this style only (never on clips); the VAE is trained on
+  frames of both, as SD's VAE can render the styles of personalised models;
+* ablations: "night" (dark blue diagonal stripes, pastel palette: a style far from the base's
+  features) and "print" (cream paper, faint stripes, ink palette), both outside the VAE's training.
 
 The moving object leaves a short fading trail behind it (a motion streak), so that a single frame
 shows the direction the caption names; the displacement over the clip is what only a temporal model
@@ -35,6 +38,12 @@ PALETTES = {
         "yellow": (0.80, 0.55, 0.05),
     },
     "personal": {
+        "red": (0.98, 0.50, 0.45),
+        "green": (0.40, 0.82, 0.55),
+        "blue": (0.40, 0.62, 0.95),
+        "yellow": (0.98, 0.80, 0.25),
+    },
+    "night": {
         "red": (1.00, 0.55, 0.62),
         "green": (0.55, 1.00, 0.62),
         "blue": (0.55, 0.75, 1.00),
@@ -90,6 +99,9 @@ def background(style: str, rng: np.random.Generator) -> np.ndarray:
         line = np.array([0.88, 0.83, 0.71], np.float32)
         return paper + stripes[..., None] * (line - paper)
     if style == "personal":
+        tint = np.array([0.93, 0.88, 0.80]) + rng.uniform(-0.03, 0.03, size=3)
+        return np.broadcast_to(tint.astype(np.float32), (SIZE, SIZE, 3)).copy()
+    if style == "night":
         phase = rng.uniform(0, 12)
         stripes = (((_xx + _yy + phase) // 6) % 2).astype(np.float32)
         dark = np.array([0.08, 0.09, 0.22], np.float32)

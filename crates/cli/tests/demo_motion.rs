@@ -131,41 +131,31 @@ fn report(name: &str, r: &Rates, verbose: bool) -> f64 {
     rate
 }
 
-/// Runs in the default suite (4 videos per model, ~40 s in a debug build): the trained files build,
-/// our runner samples them, and with the base model and its motion module the object moves as the
-/// prompt says in at least 3 of the 4 directions, while without the module (independent frames)
-/// it does in at most 1 and the frames do not hang together. The personalised model is sampled and
-/// reported, not asserted: it does not yet keep the motion (tools/train/README.md, "What is weak").
-#[test]
-fn demo_videos_move_as_prompted() {
-    let s = setup();
-    let base = measure(&s.base, 1);
-    let personalized = measure(&s.personalized, 1);
-    let none = measure(&s.no_motion, 1);
-    report("base", &base, true);
-    report("personalized", &personalized, true);
-    report("base, motion module removed", &none, true);
-    assert_eq!(base.total, 4);
-    assert_eq!(base.lost, 0, "base: the tracker lost the object");
-    assert!(base.hits >= 3, "base model: {}/4 videos move as prompted", base.hits);
-    assert!(none.hits <= 1, "without the motion module: {}/4 videos move as prompted", none.hits);
-    assert!(base.jitter < 0.3 * none.jitter, "base with the module {:.2} px vs without {:.2} px", base.jitter, none.jitter);
-}
+/// Seeds per direction in the default suite: 8 videos per model (~2 min in a debug build).
+const SEEDS: usize = 2;
 
-/// The goal of issue 7, with thresholds: the object moves as the prompt says for most seeds with
-/// the motion module (base and personalised) and not without it. The base model and the module
-/// pass (tools/train/README.md); the personalised model does not yet, so the test is ignored.
+/// The goal of issue 7, in the default suite: the trained files build, our runner samples them,
+/// and the object moves as the prompt says for most seeds with the motion module — with the base
+/// image model (≥ 75 %) and with the personalised one, fine-tuned on another style from stills
+/// only (≥ 60 %) — and not without the module (≤ 35 %, chance is 25 %), whose frames do not hang
+/// together (frame-to-frame jumps over 3× those with the module).
 #[test]
-#[ignore = "the personalised demo model does not yet keep the motion (tools/train/README.md)"]
 fn the_motion_module_makes_the_prompted_motion() {
     let s = setup();
-    let seeds = 3;
-    let base = report("base", &measure(&s.base, seeds), true);
-    let personalized = report("personalized", &measure(&s.personalized, seeds), true);
-    let none = report("base, motion module removed", &measure(&s.no_motion, seeds), true);
-    assert!(base >= 0.75, "base model: {base}");
-    assert!(personalized >= 0.6, "personalised model: {personalized}");
-    assert!(none <= 0.35, "without the motion module: {none}");
+    let base = measure(&s.base, SEEDS);
+    let personalized = measure(&s.personalized, SEEDS);
+    let none = measure(&s.no_motion, SEEDS);
+    let rate_base = report("base", &base, true);
+    let rate_personalized = report("personalized", &personalized, true);
+    let rate_none = report("base, motion module removed", &none, true);
+    assert_eq!(base.total, 4 * SEEDS);
+    for (name, r) in [("base", &base), ("personalised", &personalized)] {
+        assert_eq!(r.lost, 0, "{name}: the tracker lost the object");
+        assert!(r.jitter < 0.3 * none.jitter, "{name} with the module {:.2} px vs without {:.2} px", r.jitter, none.jitter);
+    }
+    assert!(rate_base >= 0.75, "base model: {}/{} videos move as prompted", base.hits, base.total);
+    assert!(rate_personalized >= 0.6, "personalised model: {}/{} videos move as prompted", personalized.hits, personalized.total);
+    assert!(rate_none <= 0.35, "without the motion module: {}/{} videos move as prompted", none.hits, none.total);
 }
 
 #[test]
