@@ -383,7 +383,7 @@ fn check(a: CheckArgs) -> Result<bool, String> {
 /// (up to 32 MB) each time a large block is freed; the many tensors that tract allocates and frees
 /// while loading and optimising a graph then stay in the heap after they are freed. With a fixed
 /// 1 MB threshold they are returned to the system: peak RSS of a full-size tract run (16 frames,
-/// 64x64, 5.95 GB of weights) 7.70 GB → 6.32 GB, same speed (BENCHMARKS.md).
+/// 64x64, 5.95 GB of weights) 7.89 GB → 6.47 GB, 1.33x → 1.09x the weights (BENCHMARKS.md).
 fn bounded_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
