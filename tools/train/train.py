@@ -258,20 +258,30 @@ def stage_image(work: Path, steps: int, batch: int, style: str, name: str, init:
     torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, work / f"{name}.pt")
 
 
+def load_trained(work: Path, unet: str = "image", motion: bool = True):
+    """The checkpoints in `work` as models: (unet2d, text encoder, unet3d). The image UNet is
+    `unet`.pt's ("image" or "personal"), the text encoder always image.pt's; the motion UNet has
+    the trained motion modules of motion.pt, or (motion=False) zero-initialised ones, which leave
+    every frame independent. Built in the order the motion stage's seeded initialisation expects."""
+    img = torch.load(work / "image.pt")
+    unet2d = M.make_unet2d()
+    unet2d.load_state_dict((img if unet == "image" else torch.load(work / f"{unet}.pt"))["unet"])
+    te = M.make_text_encoder()
+    te.load_state_dict(img["te"])
+    unet3d = M.make_unet3d(unet2d, zero_init=not motion)
+    if motion:
+        missing, unexpected = unet3d.load_state_dict(torch.load(work / "motion.pt"), strict=False)
+        assert not unexpected and all(".motion_modules." not in k or k.endswith("pos_embed.pe") for k in missing)
+    return unet2d, te, unet3d
+
+
 def stage_motion(work: Path, steps: int, batch: int, lr: float, resume: bool = False, t_min: int = 0, x0_weight: float = 0.0):
     torch.manual_seed(SEED + 3)
     gen = torch.Generator().manual_seed(SEED + 4)
     lat, cap_idx, ids = load_latents(work, "base")
-    st = torch.load(work / "image.pt")
-    unet2d = M.make_unet2d()
-    unet2d.load_state_dict(st["unet"])
-    te = M.make_text_encoder()
-    te.load_state_dict(st["te"])
+    # resume: continue from motion.pt (e.g. after the image model was trained further)
+    _, te, unet = load_trained(work, motion=resume)
     te.requires_grad_(False)
-    unet = M.make_unet3d(unet2d, zero_init=True)
-    if resume:  # continue from motion.pt (e.g. after the image model was trained further)
-        missing, unexpected = unet.load_state_dict(torch.load(work / "motion.pt"), strict=False)
-        assert not unexpected
     unet.freeze_unet2d_params()
     params = [p for n, p in unet.named_parameters() if p.requires_grad]
     assert all(".motion_modules." in n for n, p in unet.named_parameters() if p.requires_grad)
@@ -305,24 +315,16 @@ def stage_export(work: Path, out: Path):
     out.mkdir(parents=True, exist_ok=True)
     vae = M.make_vae()
     vae.load_state_dict(torch.load(work / "vae.pt"))
-    img = torch.load(work / "image.pt")
     per = torch.load(work / "personal.pt")
-    unet2d = M.make_unet2d()
-    unet2d.load_state_dict(img["unet"])
-    te = M.make_text_encoder()
-    te.load_state_dict(img["te"])
-    unet3d = M.make_unet3d(unet2d, zero_init=False)
-    mm = torch.load(work / "motion.pt")
-    missing, unexpected = unet3d.load_state_dict(mm, strict=False)
-    assert not unexpected and all(".motion_modules." not in k or k.endswith("pos_embed.pe") for k in missing)
+    unet2d, te, unet3d = load_trained(work)
     M.check_round_trips(unet2d, vae, te, unet3d)
 
     te_state = {k: v for k, v in te.state_dict().items() if not k.endswith("position_ids")}
-    base = {**M.unet_state_to_ldm(img["unet"]), **M.vae_state_to_ldm(vae.state_dict()), **M.te_state_to_ldm(te_state)}
+    base = {**M.unet_state_to_ldm(unet2d.state_dict()), **M.vae_state_to_ldm(vae.state_dict()), **M.te_state_to_ldm(te_state)}
     save_file(fp16(base), out / "base.safetensors", metadata={"format": "pt", "made_by": "tools/train/train.py"})
     save_file(fp16(M.unet_state_to_ldm(per["unet"])), out / "personalized.safetensors",
               metadata={"format": "pt", "made_by": "tools/train/train.py"})
-    official = fp16(M.motion_state_to_official(mm))
+    official = fp16(M.motion_state_to_official(M.motion_state(unet3d)))
     torch.save(official, out / "mm.ckpt")
     off = {k: (torch.zeros_like(v) if ".temporal_transformer.proj_out." in k else v) for k, v in official.items()}
     torch.save(off, work / "mm_off.ckpt")
@@ -372,14 +374,7 @@ def stage_eval(work: Path, seeds: int, guidance: float, steps: int, personal: bo
 
     vae = M.make_vae()
     vae.load_state_dict(torch.load(work / "vae.pt"))
-    st = torch.load(work / ("personal.pt" if personal else "image.pt"))
-    te = M.make_text_encoder()
-    te.load_state_dict(torch.load(work / "image.pt")["te"])
-    unet2d = M.make_unet2d()
-    unet2d.load_state_dict(st["unet"])
-    unet = M.make_unet3d(unet2d, zero_init=not motion)
-    if motion:
-        unet.load_state_dict(torch.load(work / "motion.pt"), strict=False)
+    _, te, unet = load_trained(work, "personal" if personal else "image", motion)
     for m in (unet, vae):
         m.set_attn_processor(AttnProcessor())
         m.eval()
@@ -409,13 +404,7 @@ def stage_probe(work: Path, clips: int = 24):
     model whose loss there does not care about the direction word cannot make the prompted motion."""
     lat, _, _ = load_latents(work, "base")
     captions = torch.load(work / "latents_base.pt")["captions"]
-    st = torch.load(work / "image.pt")
-    unet2d = M.make_unet2d()
-    unet2d.load_state_dict(st["unet"])
-    te = M.make_text_encoder()
-    te.load_state_dict(st["te"])
-    unet = M.make_unet3d(unet2d, zero_init=False)
-    unet.load_state_dict(torch.load(work / "motion.pt"), strict=False)
+    _, te, unet = load_trained(work)
     unet.eval()
     te.eval()
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
