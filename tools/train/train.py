@@ -475,13 +475,14 @@ def main():
     elif a.stage == "encode":
         stage_encode(a.work, a.clips, "base")
         stage_encode(a.work, a.clips // 3, "personal")
-        stage_encode(a.work, a.clips // 3, "print")
     elif a.stage == "image":
         stage_image(a.work, a.steps or 3000, a.batch or 64, "base", "image", None, 1e-3)
     elif a.stage == "motion2":  # continue the motion module on the (further trained) image model
         stage_motion(a.work, a.steps or 300, a.batch or 4, 3e-4, resume=True, t_min=a.t_min, x0_weight=a.x0_weight)
     elif a.stage == "personal":
         only = ("up_blocks.", "conv_norm_out.", "conv_out.") if a.up_only else ()
+        if not (a.work / f"latents_{a.style}.pt").exists():  # an ablation style: encoded when first asked for
+            stage_encode(a.work, 1000, a.style)
         stage_image(a.work, a.steps or 800, a.batch or 64, a.style, "personal", "image", a.lr or 3e-4, only=only)
     elif a.stage == "motion":
         stage_motion(a.work, a.steps or 1500, a.batch or 4, 1e-3)
