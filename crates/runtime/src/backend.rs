@@ -30,6 +30,23 @@ impl Tensor {
 pub trait GraphSession {
     /// Runs with inputs in the graph's declared order; returns the first output (f32).
     fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)>;
+
+    /// Runs once timing every operation of the optimised graph, in execution order (tract only;
+    /// `None` where the runtime has no per-operation hook). For benchmarks, not the product path.
+    fn profile(&mut self, _inputs: &[Tensor]) -> Result<Option<Vec<OpTiming>>> {
+        Ok(None)
+    }
+}
+
+/// One operation's wall time in a profiled run.
+#[derive(Clone, Debug)]
+pub struct OpTiming {
+    pub node: String,
+    pub op: String,
+    /// The operation's own description (tract's `info`), e.g. a convolution's geometry.
+    pub info: String,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub seconds: f64,
 }
 
 /// Where a graph runs.
@@ -256,18 +273,53 @@ impl TractSession {
     }
 }
 
-impl GraphSession for TractSession {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+impl TractSession {
+    fn error(&self, e: tract_onnx::prelude::TractError) -> Error {
+        Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") }
+    }
+
+    fn values(&self, inputs: &[Tensor]) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>> {
         use tract_onnx::prelude::*;
-        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") };
-        let values: TVec<TValue> = inputs
+        inputs
             .iter()
             .map(|t| match t {
                 self::Tensor::F32 { shape, data } => tract_onnx::prelude::Tensor::from_shape(shape, data).map(Into::into),
                 self::Tensor::I64 { shape, data } => tract_onnx::prelude::Tensor::from_shape(shape, data).map(Into::into),
             })
             .collect::<TractResult<_>>()
-            .map_err(err)?;
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl GraphSession for TractSession {
+    fn profile(&mut self, inputs: &[Tensor]) -> Result<Option<Vec<OpTiming>>> {
+        use tract_onnx::prelude::*;
+        let values = self.values(inputs)?;
+        let mut timings = Vec::new();
+        let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan).map_err(|e| self.error(e))?;
+        tract_linalg::multithread::multithread_tract_scope(tract_executor(), || {
+            state.run_plan_with_eval(values, |ctx, op_state, node, inputs| {
+                let input_shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                timings.push(OpTiming {
+                    node: node.name.clone(),
+                    op: node.op().name().into_owned(),
+                    info: node.op().info().map(|v| v.join("; ")).unwrap_or_default(),
+                    input_shapes,
+                    seconds: t.elapsed().as_secs_f64(),
+                });
+                out
+            })
+        })
+        .map_err(|e| self.error(e))?;
+        Ok(Some(timings))
+    }
+
+    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+        use tract_onnx::prelude::*;
+        let values = self.values(inputs)?;
+        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") };
         let out = tract_linalg::multithread::multithread_tract_scope(tract_executor(), || self.plan.run(values)).map_err(err)?;
         let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
         Ok((view.shape().to_vec(), view.iter().copied().collect()))

@@ -12,7 +12,7 @@ pub mod scheduler;
 pub mod tokenizer;
 
 pub use artifact::{sha256_file, Artifact};
-pub use backend::{available, ort_environment, Ep, GraphSession, Runtime, RuntimeOptions, Tensor};
+pub use backend::{available, ort_environment, Ep, GraphSession, OpTiming, Runtime, RuntimeOptions, Tensor};
 pub use error::{Error, Result};
 pub use pipeline::{Frame, Pipeline, VideoShape};
 pub use scheduler::{Ddim, SchedulerConfig};

@@ -55,6 +55,36 @@ struct Args {
     /// machine's GEMM ceiling as this runtime reaches it. 0: skip.
     #[arg(long, default_value_t = 4096)]
     gemm: usize,
+    /// After timing, run each graph once more timing every operation (tract only) and write the
+    /// per-operation table to DIR/<label>_<graph>[_<size>].tsv; the heaviest kinds go to stderr.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+/// Writes one profiled run as a table and prints where its time went.
+fn write_profile(dir: &Path, name: &str, ops: &[animatediff_runtime::OpTiming]) {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).expect("creating --profile");
+    let mut tsv = String::from("seconds\top\tnode\tinput_shapes\tinfo\n");
+    for o in ops {
+        let _ = writeln!(tsv, "{:.6}\t{}\t{}\t{:?}\t{}", o.seconds, o.op, o.node, o.input_shapes, o.info);
+    }
+    let path = dir.join(format!("{name}.tsv"));
+    std::fs::write(&path, tsv).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+    let mut by_op: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for o in ops {
+        let e = by_op.entry(&o.op).or_default();
+        e.0 += o.seconds;
+        e.1 += 1;
+    }
+    let mut rows: Vec<_> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    eprintln!("{name}: {total:.3} s in {} operations ({})", ops.len(), path.display());
+    for (op, (t, n)) in rows.iter().take(15) {
+        eprintln!("  {:>8.3} s {:>5.1} %  {n:>5} x {op}", t, 100.0 * t / total);
+    }
 }
 
 fn peak_rss_mib() -> f64 {
@@ -201,6 +231,11 @@ fn main() {
                 Tensor::F32 { shape: vec![2, 77, d], data: context.clone() },
             ];
             let t = time_graph(s.as_mut(), &inputs, a.runs, load);
+            if let Some(dir) = &a.profile {
+                if let Some(ops) = s.profile(&inputs).unwrap_or_else(|e| panic!("{e}")) {
+                    write_profile(dir, &format!("{label}_unet_{h}"), &ops);
+                }
+            }
             drop(s);
             report("unet", Some(h), &t);
         }
@@ -212,7 +247,13 @@ fn main() {
             let t0 = Instant::now();
             let mut s = runtime.load(&a.model.join("vae_decoder.onnx"), &[(shape.clone(), false)]).unwrap_or_else(|e| panic!("{e}"));
             let load = t0.elapsed().as_secs_f64();
-            let t = time_graph(s.as_mut(), &[Tensor::F32 { shape, data: z }], a.runs, load);
+            let inputs = [Tensor::F32 { shape, data: z }];
+            let t = time_graph(s.as_mut(), &inputs, a.runs, load);
+            if let Some(dir) = &a.profile {
+                if let Some(ops) = s.profile(&inputs).unwrap_or_else(|e| panic!("{e}")) {
+                    write_profile(dir, &format!("{label}_vae_decoder_{h}"), &ops);
+                }
+            }
             report("vae_decoder", Some(h), &t);
         }
     }
