@@ -205,13 +205,31 @@ impl Attention {
         })
     }
 
-    /// `x`: `(N, L, C)`; `context`: `(N, S, Cctx)` or `None` for self-attention.
-    pub fn forward(&self, g: &mut Graph, x: &Value, context: Option<&Value>) -> Value {
-        let ctx = context.unwrap_or(x);
+    /// Self-attention over `x`: `(N, L, C)`.
+    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
         let q = self.to_q.forward(g, x);
-        let k = self.to_k.forward(g, ctx);
-        let v = self.to_v.forward(g, ctx);
+        let k = self.to_k.forward(g, x);
+        let v = self.to_v.forward(g, x);
         let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+        self.to_out.forward(g, &o)
+    }
+
+    /// Cross-attention of the frames `x`: `(B·F, L, C)` (video-major) to their video's text
+    /// `context`: `(B, S, Cctx)`. The reference repeats the context per frame and attends frame by
+    /// frame; since every query attends to its own video's keys alone, the F·L queries of a video
+    /// are attended together and the keys and values are projected once per video instead of once
+    /// per frame: the same numbers, 1/F of the key/value work, larger matrix products.
+    pub fn forward_cross(&self, g: &mut Graph, x: &Value, context: &Value) -> Value {
+        let q = self.to_q.forward(g, x);
+        let b = g.shape_slice(context, 0, 1);
+        let rest = g.const_i64(&[-1, self.channels as i64]);
+        let per_video = g.concat(&[&b, &rest], 0);
+        let q = g.reshape(&q, &per_video);
+        let k = self.to_k.forward(g, context);
+        let v = self.to_v.forward(g, context);
+        let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+        let per_frame = g.shape(x);
+        let o = g.reshape(&o, &per_frame);
         self.to_out.forward(g, &o)
     }
 }

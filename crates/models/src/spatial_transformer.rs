@@ -1,6 +1,7 @@
 //! `Transformer3DModel` (spec §1.4): the SD1.5 spatial transformer run per frame — GroupNorm (eps
-//! 1e-6) → 1×1 proj_in → self-attention, cross-attention to the (per-frame repeated) text, GEGLU
-//! feed-forward, each pre-LayerNorm and residual → 1×1 proj_out, plus the input.
+//! 1e-6) → 1×1 proj_in → self-attention, cross-attention to the text (its video's: see
+//! `Attention::forward_cross`), GEGLU feed-forward, each pre-LayerNorm and residual → 1×1
+//! proj_out, plus the input.
 
 use onnx_writer::{Graph, Value};
 
@@ -36,10 +37,10 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, g: &mut Graph, h: &Value, context: &Value) -> Value {
         let n = self.norm1.forward(g, h);
-        let a = self.attn1.forward(g, &n, None);
+        let a = self.attn1.forward(g, &n);
         let h = g.add(&a, h);
         let n = self.norm2.forward(g, &h);
-        let a = self.attn2.forward(g, &n, Some(context));
+        let a = self.attn2.forward_cross(g, &n, context);
         let h = g.add(&a, &h);
         let n = self.norm3.forward(g, &h);
         let f = self.ff.forward(g, &n);
@@ -75,7 +76,7 @@ impl SpatialTransformer {
         Ok(Self { norm, proj_in, blocks, proj_out, channels: c })
     }
 
-    /// `x`: `(B·F, C, H, W)`; `context`: `(B·F, 77, Cctx)`.
+    /// `x`: `(B·F, C, H, W)`; `context`: `(B, 77, Cctx)`, one per video (not repeated per frame).
     pub fn forward(&self, g: &mut Graph, x: &Value, context: &Value) -> Value {
         let c = self.channels as i64;
         let h = self.norm.forward(g, x, NormSpan::PerFrame, None);

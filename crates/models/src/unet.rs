@@ -57,10 +57,10 @@ struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, g: &mut Graph, h: &Value, temb: &Value, ctx: &Value, frames: &Frames) -> Value {
+    fn forward(&self, g: &mut Graph, h: &Value, temb: &Value, context: &Value, frames: &Frames) -> Value {
         let h = self.resnet.forward(g, h, temb, frames);
         let h = match &self.attention {
-            Some(a) => a.forward(g, &h, ctx),
+            Some(a) => a.forward(g, &h, context),
             None => h,
         };
         self.motion.forward(g, &h, frames)
@@ -211,6 +211,7 @@ impl Unet3d {
         let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::Fixed(77), Dim::Fixed(a.cross_attention_dim)]);
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
+        // stays (B, 77, D), not repeated per frame: cross-attention attends a video's frames together
         let context = g.to_act(&context);
 
         // time embedding: (B, T), and its SiLU shared by every ResNet
@@ -221,18 +222,6 @@ impl Unet3d {
             self.time_linear_2.forward(g, &e)
         });
         let silu_temb = g.silu(&temb);
-
-        // text context repeated per frame, b outer / f inner: (B·F, 77, D)
-        let ctx = g.scoped("context", |g| {
-            let c = g.unsqueeze(&context, &[1]);
-            let ones = g.const_i64(&[1, 1]);
-            let shape = g.concat(&[&frames.b, &frames.f, &ones], 0);
-            let c = g.expand(&c, &shape);
-            let minus_one = g.const_i64(&[-1]);
-            let tail = g.shape_slice(&context, 1, 3);
-            let shape = g.concat(&[&minus_one, &tail], 0);
-            g.reshape(&c, &shape)
-        });
 
         // (B, C, F, H, W) → (B·F, C, H, W)
         let x = g.scoped("fold", |g| {
@@ -250,7 +239,7 @@ impl Unet3d {
             h = g.scoped(&format!("down_blocks.{i}"), |g| {
                 let mut h = h.clone();
                 for layer in &block.layers {
-                    h = layer.forward(g, &h, &silu_temb, &ctx, &frames);
+                    h = layer.forward(g, &h, &silu_temb, &context, &frames);
                     skips.push(h.clone());
                 }
                 if let Some(d) = &block.downsampler {
@@ -262,7 +251,7 @@ impl Unet3d {
         }
         h = g.scoped("mid_block", |g| {
             let h = self.mid.resnet0.forward(g, &h, &silu_temb, &frames);
-            let h = self.mid.attention.forward(g, &h, &ctx);
+            let h = self.mid.attention.forward(g, &h, &context);
             let h = match &self.mid.motion {
                 Some(m) => m.forward(g, &h, &frames),
                 None => h,
@@ -275,7 +264,7 @@ impl Unet3d {
                 for layer in &block.layers {
                     let skip = skips.pop().expect("skip");
                     h = g.concat(&[&h, &skip], 1);
-                    h = layer.forward(g, &h, &silu_temb, &ctx, &frames);
+                    h = layer.forward(g, &h, &silu_temb, &context, &frames);
                 }
                 if let Some(u) = &block.upsampler {
                     // nearest ×2, or to the next skip's size when odd (spec §1.5)
