@@ -223,8 +223,10 @@ impl Runtime {
         Ok(Self { ep, options, notes: vec![note] })
     }
 
-    /// Loads `path`; tract needs the input shapes up front (`shapes`, in input order).
+    /// Loads `path`; tract needs the input shapes up front (`shapes`, in input order). Sets glibc's
+    /// heap thresholds for loading, then for running (see `heap`).
     pub fn load(&self, path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<Box<dyn GraphSession>> {
+        let _loading = crate::heap::Loading::begin();
         match self.ep {
             Ep::Tract => Ok(Box::new(TractSession::load(path, shapes)?)),
             ep => Ok(Box::new(OrtSession::load(path, ep, &self.options)?)),

@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod backend;
 pub mod check;
 pub mod error;
+mod heap;
 pub mod noise;
 pub mod pipeline;
 pub mod scheduler;

@@ -379,21 +379,7 @@ fn check(a: CheckArgs) -> Result<bool, String> {
     Ok(pass)
 }
 
-/// glibc serves allocations below its mmap threshold from its heaps, and raises that threshold
-/// (up to 32 MB) each time a large block is freed; the many tensors that tract allocates and frees
-/// while loading and optimising a graph then stay in the heap after they are freed. With a fixed
-/// 1 MB threshold they are returned to the system: peak RSS of a full-size tract run (16 frames,
-/// 64x64, 5.95 GB of weights) 7.89 GB → 6.47 GB, 1.33x → 1.09x the weights (BENCHMARKS.md).
-fn bounded_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    bounded_heap();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check(a)) => check(a).map(|pass| if pass { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
