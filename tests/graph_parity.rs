@@ -50,26 +50,20 @@ impl Input {
     }
 }
 
+/// tract as the product runs it: `animatediff_runtime`'s session, with its load-time rewrites.
 fn run_tract(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
-    use tract_onnx::prelude::*;
-    let mut m = tract_onnx::onnx().model_for_path(model).unwrap_or_else(|e| panic!("tract loading {}: {e:?}", model.display()));
-    for (i, (_, input)) in inputs.iter().enumerate() {
-        let fact = match input {
-            Input::F32(_) => f32::fact(input.shape()),
-            Input::I64(_) => i64::fact(input.shape()),
-        };
-        m.set_input_fact(i, fact.into()).unwrap();
-    }
-    let plan = m.into_optimized().and_then(|m| m.into_runnable()).unwrap_or_else(|e| panic!("tract optimising {}: {e:?}", model.display()));
-    let tensors: TVec<TValue> = inputs
+    use animatediff_runtime::{Runtime, RuntimeOptions, Tensor};
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let shapes: Vec<(Vec<usize>, bool)> = inputs.iter().map(|(_, i)| (i.shape(), matches!(i, Input::I64(_)))).collect();
+    let mut session = runtime.load(model, &shapes).unwrap_or_else(|e| panic!("tract loading {}: {e}", model.display()));
+    let tensors: Vec<Tensor> = inputs
         .iter()
         .map(|(_, input)| match input {
-            Input::F32(a) => Tensor::from_shape(a.shape(), a.as_slice().unwrap()).unwrap().into(),
-            Input::I64(a) => Tensor::from_shape(a.shape(), a.as_slice().unwrap()).unwrap().into(),
+            Input::F32(a) => Tensor::F32 { shape: a.shape().to_vec(), data: a.iter().copied().collect() },
+            Input::I64(a) => Tensor::I64 { shape: a.shape().to_vec(), data: a.iter().copied().collect() },
         })
         .collect();
-    let out = plan.run(tensors).unwrap_or_else(|e| panic!("tract running {}: {e:?}", model.display()));
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    session.run(&tensors).unwrap_or_else(|e| panic!("tract running {}: {e}", model.display())).1
 }
 
 /// ONNX Runtime allows one environment per process: share the runtime crate's.
@@ -176,4 +170,30 @@ parity_tests_fp16! {
     fp16_base_v2 => ("base", "v2"),
     fp16_base_v3 => ("base", "v3"),
     fp16_personalized_lora_kohya_v2 => ("personalized_lora_kohya", "v2"),
+}
+
+/// The tract session's load-time rewrites (`animatediff_runtime::tract_rewrite`) fire on the UNet
+/// at the goldens' shape, so the tract parity checks above cover them: at 8×8 latents the
+/// convolutions of the 4×4, 2×2 and 1×1 levels become one matrix product each, and GroupNorm's
+/// per-channel scale and shift are broadcast over the batch.
+#[test]
+fn tract_rewrites_fire_on_the_unet() {
+    use tract_onnx::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifact");
+    build(&variant_options("base", "v2", &out)).unwrap();
+    let mut g = Golden::open("base_v2");
+    let mut m = tract_onnx::onnx().model_for_path(out.join("unet.onnx")).unwrap();
+    for (i, n) in ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"].into_iter().enumerate() {
+        m.set_input_fact(i, f32::fact(g.f32(n).shape()).into()).unwrap();
+    }
+    let mut typed = m.into_typed().and_then(|m| m.into_decluttered()).unwrap();
+    let convs = typed.nodes().iter().filter(|n| n.op_is::<tract_onnx::tract_core::ops::cnn::Conv>()).count();
+    let done = animatediff_runtime::tract_rewrite::apply(&mut typed).unwrap();
+    eprintln!("{convs} convolutions; rewritten: {done:?}");
+    // down: 2 resnets × 2 convs at 4×4, 2×2 and 1×1 levels + 2 downsamplers (stride 2: kept) ;
+    // mid: 4; up: 3 resnets × 2 convs at 1×1, 2×2, 4×4 + the upsamplers' convs at 2×2 and 4×4
+    assert_eq!(done.small_convs, 3 * 4 + 4 + 3 * 6 + 2, "{done:?}");
+    assert!(done.broadcast_constants >= 2 * 40, "{done:?}");
+    typed.into_optimized().unwrap();
 }

@@ -270,7 +270,12 @@ impl TractSession {
             let fact: InferenceFact = if *is_i64 { i64::fact(shape).into() } else { f32::fact(shape).into() };
             model.set_input_fact(i, fact).map_err(err)?;
         }
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(err)?;
+        let mut typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(err)?;
+        // `ANIMATEDIFF_TRACT_REWRITES=0` leaves the model as tract declutters it (for A/B runs)
+        if std::env::var("ANIMATEDIFF_TRACT_REWRITES").map_or(true, |v| v != "0") {
+            crate::tract_rewrite::apply(&mut typed).map_err(err)?;
+        }
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(err)?;
         Ok(Self { plan, name })
     }
 }

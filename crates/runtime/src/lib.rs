@@ -11,6 +11,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod tract_rewrite;
 
 pub use artifact::{sha256_file, Artifact};
 pub use backend::{available, ort_environment, Ep, GraphSession, OpTiming, Runtime, RuntimeOptions, Tensor};
