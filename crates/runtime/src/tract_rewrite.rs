@@ -3,14 +3,14 @@
 //! kernels. The artifact stays the same for every runtime; each rewrite computes the same sums
 //! (only their order, hence the last bits, may change) in a form tract runs faster.
 //!
-//! - **Small convolutions as products over the whole batch.** tract runs a convolution as one matrix product
-//!   per batch item, `(C_out × C_in·k²) · (C_in·k² × H·W)`. At the UNet's deepest levels H·W is 1
-//!   to 16 (8×8 latents: 2×2 and 1×1) while the batch is CFG × frames = 32, so each product is
-//!   nearly a matrix-vector one and the 59 MB weight of a 1280-channel 3×3 convolution is streamed
-//!   from memory 32 times. Here such a convolution becomes an im2col product over the whole batch,
-//!   split by kernel tap: Σ over taps of `(N·H·W × C_in)` windows (slices of the padded input)
-//!   times the tap's `(C_in × C_out)` weights, taps lying wholly in the padding left out (at 1×1
-//!   only the centre remains).
+//! - **Small convolutions as products over the whole batch.** tract runs a convolution as one
+//!   matrix product per batch item, `(C_out × C_in·k²) · (C_in·k² × H·W)`. At the UNet's deepest
+//!   levels H·W is 1 to 16 (8×8 latents: 2×2 and 1×1) while the batch is CFG × frames = 32, so
+//!   each product is nearly a matrix-vector one and the 59 MB weight of a 1280-channel 3×3
+//!   convolution is streamed from memory 32 times. Here such a convolution becomes an im2col
+//!   product over the whole batch, split by kernel tap: Σ over taps of `(N·H·W × C_in)` windows
+//!   (slices of the padded input) times the tap's `(C_in × C_out)` weights, taps lying wholly in
+//!   the padding left out (at 1×1 only the centre remains).
 //! - **Per-channel constants broadcast over the batch.** GroupNorm's scale and shift (`[1, C, 1,
 //!   1]` against `[N, C, H, W]`) fall outside tract's fast broadcasting kernels, which want the
 //!   constant's leading axes equal to the data's; the constant is stored expanded to `[N, C, 1, 1]`
