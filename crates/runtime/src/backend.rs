@@ -324,11 +324,10 @@ impl GraphSession for TractSession {
     }
 
     fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
-        use tract_onnx::prelude::*;
         let values = self.values(inputs)?;
-        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") };
-        let out = tract_linalg::multithread::multithread_tract_scope(tract_executor(), || self.plan.run(values)).map_err(err)?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        let out = tract_linalg::multithread::multithread_tract_scope(tract_executor(), || self.plan.run(values))
+            .map_err(|e| self.error(e))?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(|e| self.error(e))?;
         Ok((view.shape().to_vec(), view.iter().copied().collect()))
     }
 }

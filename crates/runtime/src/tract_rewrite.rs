@@ -40,21 +40,23 @@ pub struct Rewrites {
 
 /// Applies every rewrite to a decluttered model with concrete input shapes.
 pub fn apply(model: &mut TypedModel) -> TractResult<Rewrites> {
-    let mut done = Rewrites::default();
-    let convs: Vec<usize> = model.nodes().iter().filter(|n| n.op_as::<Conv>().is_some()).map(|n| n.id).collect();
-    for id in convs {
-        if let Some(patch) = small_conv_as_matmul(model, id)? {
+    Ok(Rewrites {
+        small_convs: rewrite_each::<Conv>(model, small_conv_over_batch)?,
+        broadcast_constants: rewrite_each::<TypedBinOp>(model, broadcast_constant_over_batch)?,
+    })
+}
+
+type Rule = fn(&TypedModel, usize) -> TractResult<Option<TypedModelPatch>>;
+
+/// Applies `rule` to every node whose operation is an `O`, then drops what the patches left
+/// unused (the replaced nodes and their constants) before another rule copies anything.
+fn rewrite_each<O: Op>(model: &mut TypedModel, rule: Rule) -> TractResult<usize> {
+    let ids: Vec<usize> = model.nodes().iter().filter(|n| n.op_is::<O>()).map(|n| n.id).collect();
+    let mut done = 0;
+    for id in ids {
+        if let Some(patch) = rule(model, id)? {
             patch.apply(model)?;
-            done.small_convs += 1;
-        }
-    }
-    // drop the replaced convolutions and their kernels before the next pass copies anything
-    model.compact()?;
-    let binaries: Vec<usize> = model.nodes().iter().filter(|n| n.op_as::<TypedBinOp>().is_some()).map(|n| n.id).collect();
-    for id in binaries {
-        if let Some(patch) = broadcast_constant_over_batch(model, id)? {
-            patch.apply(model)?;
-            done.broadcast_constants += 1;
+            done += 1;
         }
     }
     model.compact()?;
@@ -67,7 +69,7 @@ fn window_touches_image(start: usize, len: usize, pad: usize, size: usize) -> bo
     start < pad + size && start + len > pad
 }
 
-fn small_conv_as_matmul(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let node = &model.nodes()[id];
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
     let spec = &conv.pool_spec;
