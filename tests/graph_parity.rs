@@ -174,20 +174,17 @@ parity_tests_fp16! {
 
 /// The tract session's load-time rewrites (`animatediff_runtime::tract_rewrite`) fire on the UNet
 /// at the goldens' shape, so the tract parity checks above cover them: at 8×8 latents the
-/// convolutions of the 4×4, 2×2 and 1×1 levels become one matrix product each, and GroupNorm's
-/// per-channel scale and shift are broadcast over the batch.
+/// convolutions of the 4×4, 2×2 and 1×1 levels become products over the whole batch, one per
+/// kernel tap, and GroupNorm's per-channel scale and shift are broadcast over the batch.
 #[test]
 fn tract_rewrites_fire_on_the_unet() {
-    use tract_onnx::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artifact");
     build(&variant_options("base", "v2", &out)).unwrap();
     let mut g = Golden::open("base_v2");
-    let mut m = tract_onnx::onnx().model_for_path(out.join("unet.onnx")).unwrap();
-    for (i, n) in ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"].into_iter().enumerate() {
-        m.set_input_fact(i, f32::fact(g.f32(n).shape()).into()).unwrap();
-    }
-    let mut typed = m.into_typed().and_then(|m| m.into_decluttered()).unwrap();
+    let shapes: Vec<(Vec<usize>, bool)> =
+        ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"].into_iter().map(|n| (g.f32(n).shape().to_vec(), false)).collect();
+    let mut typed = animatediff_runtime::tract_decluttered(&out.join("unet.onnx"), &shapes).unwrap();
     let convs = typed.nodes().iter().filter(|n| n.op_is::<tract_onnx::tract_core::ops::cnn::Conv>()).count();
     let done = animatediff_runtime::tract_rewrite::apply(&mut typed).unwrap();
     eprintln!("{convs} convolutions; rewritten: {done:?}");

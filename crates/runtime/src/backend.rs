@@ -259,18 +259,31 @@ fn tract_executor() -> tract_linalg::multithread::Executor {
     .clone()
 }
 
+fn tract_error(graph: &str, e: tract_onnx::prelude::TractError) -> Error {
+    Error::Runtime { runtime: "tract", graph: graph.to_owned(), reason: format!("{e:#}") }
+}
+
+/// The graph at `path` as tract's typed model for the given input shapes (`shapes`: per input, its
+/// shape and whether it is i64, else f32), decluttered: what [`crate::tract_rewrite`] rewrites
+/// before a tract session optimises it.
+pub fn tract_decluttered(path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<tract_onnx::prelude::TypedModel> {
+    use tract_onnx::prelude::*;
+    let name = path.display().to_string();
+    let err = |e: TractError| tract_error(&name, e);
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    for (i, (shape, is_i64)) in shapes.iter().enumerate() {
+        let fact: InferenceFact = if *is_i64 { i64::fact(shape).into() } else { f32::fact(shape).into() };
+        model.set_input_fact(i, fact).map_err(err)?;
+    }
+    model.into_typed().and_then(|m| m.into_decluttered()).map_err(err)
+}
+
 impl TractSession {
-    /// `shapes`: per input, its shape and whether it is i64 (else f32).
     fn load(path: &Path, shapes: &[(Vec<usize>, bool)]) -> Result<Self> {
         use tract_onnx::prelude::*;
         let name = path.display().to_string();
-        let err = |e: TractError| Error::Runtime { runtime: "tract", graph: name.clone(), reason: format!("{e:#}") };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
-        for (i, (shape, is_i64)) in shapes.iter().enumerate() {
-            let fact: InferenceFact = if *is_i64 { i64::fact(shape).into() } else { f32::fact(shape).into() };
-            model.set_input_fact(i, fact).map_err(err)?;
-        }
-        let mut typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(err)?;
+        let err = |e: TractError| tract_error(&name, e);
+        let mut typed = tract_decluttered(path, shapes)?;
         // `ANIMATEDIFF_TRACT_REWRITES=0` leaves the model as tract declutters it (for A/B runs)
         if std::env::var("ANIMATEDIFF_TRACT_REWRITES").map_or(true, |v| v != "0") {
             crate::tract_rewrite::apply(&mut typed).map_err(err)?;
@@ -278,11 +291,9 @@ impl TractSession {
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(err)?;
         Ok(Self { plan, name })
     }
-}
 
-impl TractSession {
     fn error(&self, e: tract_onnx::prelude::TractError) -> Error {
-        Error::Runtime { runtime: "tract", graph: self.name.clone(), reason: format!("{e:#}") }
+        tract_error(&self.name, e)
     }
 
     fn values(&self, inputs: &[Tensor]) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>> {

@@ -22,6 +22,7 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Convolutions with at most this many output pixels per image are rewritten (8×8 latents: the
@@ -138,7 +139,7 @@ fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<Ty
         let p = patch.wire_node(format!("{name}.tap{t}.matmul"), product, &[s, wt])?[0];
         y = Some(match y {
             None => p,
-            Some(acc) => patch.wire_node(format!("{name}.tap{t}.sum"), tract_onnx::tract_core::ops::math::add(), &[acc, p])?[0],
+            Some(acc) => patch.wire_node(format!("{name}.tap{t}.sum"), math::add(), &[acc, p])?[0],
         });
     }
     let Some(mut y) = y else { return Ok(None) };
@@ -147,7 +148,7 @@ fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<Ty
     if b.iter().any(|&v| v != 0.0) {
         let b: Vec<f32> = if b.len() == co { b.to_vec() } else { vec![b[0]; co] };
         let b = patch.add_const(format!("{name}.bias"), tensor1(&b).into_shape(&[1, 1, 1, co])?)?;
-        y = patch.wire_node(format!("{name}.add_bias"), tract_onnx::tract_core::ops::math::add(), &[y, b])?[0];
+        y = patch.wire_node(format!("{name}.add_bias"), math::add(), &[y, b])?[0];
     }
     let y = patch.wire_node(format!("{name}.nchw"), AxisOp::Move(3, 1), &[y])?[0];
     patch.shunt_outside(model, node.id.into(), y)?;
