@@ -286,3 +286,55 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// Operator counts (`domain:op_type` for other domains) and the opsets a written graph imports.
+fn operators(model: &Path) -> (std::collections::BTreeMap<String, usize>, Vec<(String, i64)>) {
+    use prost::Message;
+    let m = onnx_writer::proto::ModelProto::decode(std::fs::read(model).unwrap().as_slice()).unwrap();
+    let mut ops = std::collections::BTreeMap::new();
+    for n in m.graph.unwrap().node {
+        let key = if n.domain.is_empty() { n.op_type } else { format!("{}:{}", n.domain, n.op_type) };
+        *ops.entry(key).or_insert(0) += 1;
+    }
+    (ops, m.opset_import.into_iter().map(|o| (o.domain, o.version)).collect())
+}
+
+/// `--attention` writes the operator it names at every UNet and VAE attention site, and the plain
+/// form everywhere else (CLIP's causal attention); the manifest records the form.
+#[test]
+fn attention_forms_write_the_operators_they_name() {
+    use onnx_writer::AttentionForm;
+    let dir = tempfile::tempdir().unwrap();
+    let mut softmax = std::collections::BTreeMap::new();
+    for form in [AttentionForm::Plain, AttentionForm::Mha, AttentionForm::Sdpa] {
+        let out = dir.path().join(form.as_str());
+        let report = build(&BuildOptions { attention: form, ..options(&out, "v2") }).unwrap();
+        assert_eq!(report.manifest["attention"], form.as_str());
+        for graph in ["text_encoder", "unet", "vae_decoder"] {
+            let (ops, opsets) = operators(&out.join(format!("{graph}.onnx")));
+            let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+            eprintln!("{form} {graph}: {opsets:?} softmax {} mha {} attention {}", count("Softmax"), count("com.microsoft:MultiHeadAttention"), count("Attention"));
+            let sites = if form == AttentionForm::Plain {
+                softmax.insert(graph, count("Softmax"));
+                count("Softmax")
+            } else {
+                softmax[graph]
+            };
+            assert!(sites > 0, "{graph}: no attention");
+            let fused = match form {
+                AttentionForm::Plain => 0,
+                AttentionForm::Mha => count("com.microsoft:MultiHeadAttention"),
+                AttentionForm::Sdpa => count("Attention"),
+            };
+            let ms_imported = opsets.iter().any(|(d, _)| d == onnx_writer::MS_DOMAIN);
+            assert_eq!(ms_imported, fused > 0 && form == AttentionForm::Mha, "{form} {graph}: {opsets:?}");
+            let want_opset = if form == AttentionForm::Sdpa { 23 } else { 17 };
+            assert!(opsets.contains(&(String::new(), want_opset)), "{form} {graph}: {opsets:?}");
+            if graph == "text_encoder" || form == AttentionForm::Plain {
+                assert_eq!((fused, count("Softmax")), (0, sites), "{form} {graph}");
+            } else {
+                assert_eq!((fused, count("Softmax")), (sites, 0), "{form} {graph}");
+            }
+        }
+    }
+}

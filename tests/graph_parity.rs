@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use animatediff_cli::build::{build, BuildOptions, Precision};
+use onnx_writer::AttentionForm;
 use animatediff_onnx::{goldens_dir, ort_library, variant_options, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
@@ -100,20 +101,28 @@ fn check(what: &str, got: &[f32], reference: &ArrayD<f32>, tolerance: f32) -> De
 }
 
 fn parity(variant: &str, mm: &str) {
-    parity_at(variant, mm, Precision::Fp32)
+    parity_at(variant, mm, Precision::Fp32, AttentionForm::default())
 }
 
-fn parity_at(variant: &str, mm: &str, precision: Precision) {
+/// Builds `variant` with `mm` at `precision` with attention in `form`, runs the three graphs on
+/// tract and ONNX Runtime CPU and compares them with the reference. ONNX Runtime's CPU provider
+/// has no fp16 MultiHeadAttention kernel: fp16 `mha` graphs are checked on tract alone, and the
+/// runner must refuse them on ORT CPU with an error that says what to do instead.
+fn parity_at(variant: &str, mm: &str, precision: Precision, attention: AttentionForm) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artifact");
-    let report = build(&BuildOptions { precision, vae_precision: precision, ..variant_options(variant, mm, &out) })
+    let report = build(&BuildOptions { precision, vae_precision: precision, attention, ..variant_options(variant, mm, &out) })
     .unwrap();
+    assert_eq!(report.manifest["attention"], attention.to_string());
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(report.manifest["motion_version"], mm);
 
     let name = format!("{variant}_{mm}");
     let mut g = Golden::open(&name);
-    let label = if precision == Precision::Fp16 { format!("{name} fp16") } else { name.clone() };
+    let label = match precision {
+        Precision::Fp16 => format!("{name} fp16 {attention}"),
+        Precision::Fp32 => format!("{name} {attention}"),
+    };
     let ids = Input::I64(g.i64("te_input_ids"));
     let te_ref = g.f32("te_last_hidden_state");
     let unet_in = [
@@ -126,7 +135,13 @@ fn parity_at(variant: &str, mm: &str, precision: Precision) {
     let vae_ref = g.f32("vae_sample");
     let unet_inputs: Vec<(&str, &Input)> = unet_in.iter().map(|(n, i)| (*n, i)).collect();
 
-    for (runtime, run) in [("tract", run_tract as fn(&Path, &[(&str, &Input)]) -> Vec<f32>), ("ort-cpu", run_ort)] {
+    let mut runtimes = vec![("tract", run_tract as fn(&Path, &[(&str, &Input)]) -> Vec<f32>)];
+    if precision == Precision::Fp16 && attention == AttentionForm::Mha {
+        assert_ort_cpu_refuses(&out);
+    } else {
+        runtimes.push(("ort-cpu", run_ort));
+    }
+    for (runtime, run) in runtimes {
         let tol = match (precision, runtime) {
             (Precision::Fp32, _) => TOLERANCE,
             (Precision::Fp16, "tract") => TOLERANCE_FP16_TRACT,
@@ -136,6 +151,16 @@ fn parity_at(variant: &str, mm: &str, precision: Precision) {
         check(&format!("{label} {runtime} unet"), &run(&out.join("unet.onnx"), &unet_inputs), &unet_ref, tol);
         check(&format!("{label} {runtime} vae_decoder"), &run(&out.join("vae_decoder.onnx"), &[("latent_sample", &vae_in)]), &vae_ref, tol);
     }
+}
+
+/// The runner's check before it loads an fp16 `mha` artifact on ONNX Runtime CPU.
+fn assert_ort_cpu_refuses(artifact: &Path) {
+    use animatediff_runtime::{attention_fit, Artifact, Ep, VideoShape};
+    let a = Artifact::open(artifact).unwrap();
+    let shape = VideoShape { frames: 2, height: 64, width: 64 };
+    let e = attention_fit::check(&a, Ep::Cpu, shape).expect_err("fp16 mha on ORT CPU must be refused").to_string();
+    assert!(e.contains("--ep tract") && e.contains("--attention plain"), "{e}");
+    assert!(attention_fit::check(&a, Ep::Tract, shape).unwrap().is_empty());
 }
 
 macro_rules! parity_tests {
@@ -161,8 +186,22 @@ parity_tests! {
 
 macro_rules! parity_tests_fp16 {
     ($($test:ident => ($variant:expr, $mm:expr),)*) => {
-        $(#[test] fn $test() { parity_at($variant, $mm, Precision::Fp16) })*
+        $(#[test] fn $test() { parity_at($variant, $mm, Precision::Fp16, AttentionForm::Mha) })*
     };
+}
+
+/// The other attention forms on one variant per motion-module version, fp32 and fp16.
+macro_rules! parity_tests_form {
+    ($($test:ident => ($variant:expr, $mm:expr, $precision:expr, $form:expr),)*) => {
+        $(#[test] fn $test() { parity_at($variant, $mm, $precision, $form) })*
+    };
+}
+
+parity_tests_form! {
+    plain_base_v1 => ("base", "v1", Precision::Fp32, AttentionForm::Plain),
+    sdpa_base_v2 => ("base", "v2", Precision::Fp32, AttentionForm::Sdpa),
+    plain_personalized_lora_official_v3 => ("personalized_lora_official", "v3", Precision::Fp32, AttentionForm::Plain),
+    fp16_plain_base_v2 => ("base", "v2", Precision::Fp16, AttentionForm::Plain),
 }
 
 parity_tests_fp16! {

@@ -13,7 +13,7 @@ use animatediff_formats::{
     SdCheckpoint,
 };
 use animatediff_models::{MotionConfig, TextEncoder, Unet3d, UnetConfig, UnetShapes, VaeDecoder};
-use onnx_writer::{external_data_path, DataSet, ElemType, ExternalData, Graph, Reused, WeightStorage};
+use onnx_writer::{external_data_path, AttentionForm, DataSet, ElemType, ExternalData, Graph, Reused, WeightStorage};
 
 use crate::rebuild::{self, UnetReuse};
 
@@ -70,7 +70,11 @@ pub struct BuildOptions {
     /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, spec §7).
     pub vae_precision: Precision,
     pub out: PathBuf,
+    /// The ONNX opset (raised to 23 when `attention` is `Sdpa`, which needs it).
     pub opset: i64,
+    /// The ONNX form of the UNet's and VAE's attentions (CLIP's causal attention is always
+    /// plain); see [`AttentionForm`].
+    pub attention: AttentionForm,
     pub quiet: bool,
     /// Largest external-data file (default just under 2 GiB); more files are written beyond it.
     pub max_file_bytes: u64,
@@ -103,6 +107,7 @@ impl BuildOptions {
             vae_precision: Precision::Fp32,
             out: out.into(),
             opset: onnx_writer::DEFAULT_OPSET,
+            attention: AttentionForm::default(),
             quiet: false,
             max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
             golden: true,
@@ -504,12 +509,18 @@ fn write_artifact(
         Precision::Fp16 => ElemType::F16,
     };
     let weight_type = elem(opts.precision);
+    let opset = graph_opset(opts);
+    let graph = |name: &str, storage: WeightStorage, elem: ElemType| {
+        let mut g = Graph::new(name, opset, storage);
+        g.weight_type = elem;
+        g.act = elem;
+        g.attention_form = opts.attention;
+        g
+    };
 
     // text encoder
     let te_path = dir.join("text_encoder.onnx");
-    let mut g = Graph::new("text_encoder", opts.opset, WeightStorage::Inline);
-    g.weight_type = weight_type;
-    g.act = weight_type;
+    let mut g = graph("text_encoder", WeightStorage::Inline, weight_type);
     progress.attach(&mut g, "text encoder");
     let te = TextEncoder::new(&mut g, a.text_encoder.clone(), text, loras)?;
     te.build(&mut g, None);
@@ -524,9 +535,7 @@ fn write_artifact(
         None => (ExternalData::new(&data_path, opts.max_file_bytes).map_err(io(&data_path))?, 0),
     };
     let storage = WeightStorage::External(storage.with_volatile(&lora_data_path));
-    let mut g = Graph::new("unet", opts.opset, storage);
-    g.weight_type = weight_type;
-    g.act = weight_type;
+    let mut g = graph("unet", storage, weight_type);
     progress.attach(&mut g, "UNet");
     let cfg = UnetConfig {
         arch: a.unet.clone(),
@@ -548,9 +557,7 @@ fn write_artifact(
 
     // VAE decoder
     let vae_path = dir.join("vae_decoder.onnx");
-    let mut g = Graph::new("vae_decoder", opts.opset, WeightStorage::Inline);
-    g.weight_type = elem(opts.vae_precision);
-    g.act = g.weight_type;
+    let mut g = graph("vae_decoder", WeightStorage::Inline, elem(opts.vae_precision));
     progress.attach(&mut g, "VAE decoder");
     let dec = VaeDecoder::new(&mut g, a.vae.clone(), vae)?;
     dec.build(&mut g, lat(opts.height), lat(opts.width));
@@ -670,7 +677,8 @@ fn write_artifact(
         "scheduler": scheduler_config(),
         "precision": opts.precision.to_string(),
         "vae_precision": opts.vae_precision.to_string(),
-        "opset": opts.opset,
+        "opset": graph_opset(opts),
+        "attention": opts.attention.to_string(),
         "graphs": graphs,
         "golden": golden,
         "tokenizer": { "file": "tokenizer.json", "pad_token_id": 49407, "bos_token_id": 49406, "eos_token_id": 49407, "max_length": 77 },
@@ -679,6 +687,15 @@ fn write_artifact(
     let mpath = dir.join("manifest.json");
     std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).unwrap() + "\n").map_err(io(&mpath))?;
     Ok((manifest, reused_bytes))
+}
+
+/// The opset the graphs are written at: `--opset`, raised to the first one with the standard
+/// `Attention` operator when the attention form needs it.
+fn graph_opset(opts: &BuildOptions) -> i64 {
+    match opts.attention {
+        AttentionForm::Sdpa => opts.opset.max(onnx_writer::SDPA_MIN_OPSET),
+        AttentionForm::Mha | AttentionForm::Plain => opts.opset,
+    }
 }
 
 /// Hard-links the previous artifact's stable UNet files into `dir` and reads where its weights

@@ -12,7 +12,7 @@
 use onnx_writer::{Graph, Value};
 
 use crate::error::Result;
-use crate::nn::{attention, FeedForward, Frames, GroupNorm, LayerNorm, Linear, NormSpan};
+use crate::nn::{FeedForward, Frames, GroupNorm, LayerNorm, Linear, NormSpan};
 use crate::weights::Weights;
 
 /// Motion-module hyper-parameters (all SD1.5 versions share them, spec §2.2).
@@ -117,7 +117,7 @@ impl MotionModule {
             let q = a.to_q.forward(g, &n);
             let k = a.to_k.forward(g, &n);
             let v = a.to_v.forward(g, &n);
-            let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+            let o = g.attention(&q, &k, &v, self.channels, self.heads);
             let o = a.to_out.forward(g, &o);
             let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
             let o = g.reshape(&o, &bdfc); // (B, D, F, C)

@@ -1,5 +1,6 @@
 //! Layers shared by every component: Linear, Conv2d, GroupNorm (decomposed, per frame or across
-//! frames), LayerNorm, multi-head attention and the GEGLU feed-forward. Each `new` writes its
+//! frames), LayerNorm, attention projections (the attention itself is `Graph::attention`, in the
+//! form `build-graph --attention` chose) and the GEGLU feed-forward. Each `new` writes its
 //! weights; each `forward` emits nodes.
 
 use onnx_writer::{Graph, Value};
@@ -157,32 +158,6 @@ impl LayerNorm {
     }
 }
 
-/// Scaled dot-product attention over `(N, L, C)` sequences with `heads` heads, channels split
-/// head-major (`c = head·d + j`); `mask` is added to the scores.
-pub fn attention(g: &mut Graph, q: &Value, k: &Value, v: &Value, channels: usize, heads: usize, mask: Option<&Value>) -> Value {
-    let d = (channels / heads) as i64;
-    let h = heads as i64;
-    let qh = g.reshape_to(q, &[0, 0, h, d]);
-    let qh = g.transpose(&qh, &[0, 2, 1, 3]);
-    let kh = g.reshape_to(k, &[0, 0, h, d]);
-    let kh = g.transpose(&kh, &[0, 2, 3, 1]);
-    let vh = g.reshape_to(v, &[0, 0, h, d]);
-    let vh = g.transpose(&vh, &[0, 2, 1, 3]);
-    // scores, mask and softmax in f32 whatever the activation type
-    let scores = g.matmul(&qh, &kh);
-    let scores = g.to_f32(&scores);
-    let scale = g.scalar_f32((d as f32).powf(-0.5));
-    let mut scores = g.mul(&scores, &scale);
-    if let Some(m) = mask {
-        scores = g.add(&scores, m);
-    }
-    let p = g.softmax(&scores, -1);
-    let p = g.to_act(&p);
-    let o = g.matmul(&p, &vh);
-    let o = g.transpose(&o, &[0, 2, 1, 3]);
-    g.reshape_to(&o, &[0, 0, channels as i64])
-}
-
 /// Attention projections as in diffusers' `CrossAttention`: q/k/v without bias, `to_out.0` with.
 pub struct Attention {
     to_q: Linear,
@@ -210,7 +185,7 @@ impl Attention {
         let q = self.to_q.forward(g, x);
         let k = self.to_k.forward(g, x);
         let v = self.to_v.forward(g, x);
-        let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+        let o = g.attention(&q, &k, &v, self.channels, self.heads);
         self.to_out.forward(g, &o)
     }
 
@@ -227,7 +202,7 @@ impl Attention {
         let q = g.reshape(&q, &per_video);
         let k = self.to_k.forward(g, context);
         let v = self.to_v.forward(g, context);
-        let o = attention(g, &q, &k, &v, self.channels, self.heads, None);
+        let o = g.attention(&q, &k, &v, self.channels, self.heads);
         let per_frame = g.shape(x);
         let o = g.reshape(&o, &per_frame);
         self.to_out.forward(g, &o)

@@ -7,7 +7,7 @@ use animatediff_formats::ComponentWeights;
 use onnx_writer::{Dim, ElemType, Graph, Value};
 
 use crate::error::Result;
-use crate::nn::{attention, LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear};
 use crate::weights::Weights;
 
 pub const SEQUENCE_LENGTH: usize = 77;
@@ -76,7 +76,9 @@ impl TextEncoder {
                 let q = l.q_proj.forward(g, &x);
                 let k = l.k_proj.forward(g, &x);
                 let v = l.v_proj.forward(g, &x);
-                let a = attention(g, &q, &k, &v, d, heads, Some(&mask));
+                // CLIP's causal mask: plain whatever the graph's form (77 tokens; tract's
+                // MultiHeadAttention import has no causal mode, ORT CPU's would not fuse a mask)
+                let a = g.plain_attention(&q, &k, &v, d, heads, Some(&mask));
                 let a = l.out_proj.forward(g, &a);
                 let h = g.add(&h, &a);
                 let x = l.layer_norm2.forward(g, &h);

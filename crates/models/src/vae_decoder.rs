@@ -7,7 +7,7 @@ use animatediff_formats::ComponentWeights;
 use onnx_writer::{Dim, ElemType, Graph, Value};
 
 use crate::error::Result;
-use crate::nn::{attention, Conv2d, GroupNorm, Linear, NormSpan};
+use crate::nn::{Conv2d, GroupNorm, Linear, NormSpan};
 use crate::weights::Weights;
 
 struct VaeResnet {
@@ -74,7 +74,7 @@ impl VaeAttention {
         let q = self.to_q.forward(g, &h);
         let k = self.to_k.forward(g, &h);
         let v = self.to_v.forward(g, &h);
-        let o = attention(g, &q, &k, &v, self.channels, 1, None);
+        let o = g.attention(&q, &k, &v, self.channels, 1);
         let o = self.to_out.forward(g, &o);
         let o = g.transpose(&o, &[0, 2, 1]);
         let shape = g.shape(x);

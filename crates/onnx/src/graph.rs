@@ -279,6 +279,8 @@ const SMALL_ALIGN: u64 = 64;
 pub struct Graph {
     name: String,
     pub opset: i64,
+    /// Operator domains other than the default one that nodes use, with their versions.
+    domains: Vec<(String, i64)>,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
@@ -288,6 +290,8 @@ pub struct Graph {
     storage: WeightStorage,
     /// Element type weights are stored in.
     pub weight_type: ElemType,
+    /// The ONNX form attention is written in ([`crate::AttentionForm`]).
+    pub attention_form: crate::AttentionForm,
     /// Element type of activations (F16 graphs keep statistics and softmax in F32 through casts).
     pub act: ElemType,
     /// Number of weight tensors and bytes written so far.
@@ -303,6 +307,7 @@ impl Graph {
         Self {
             name: name.to_owned(),
             opset,
+            domains: Vec::new(),
             nodes: Vec::new(),
             initializers: Vec::new(),
             inputs: Vec::new(),
@@ -312,6 +317,7 @@ impl Graph {
             storage,
             weight_type: ElemType::F32,
             act: ElemType::F32,
+            attention_form: crate::AttentionForm::default(),
             weights_written: (0, 0),
             progress: None,
             spill: None,
@@ -365,6 +371,20 @@ impl Graph {
 
     /// Adds a node with `n` outputs.
     pub fn op_n(&mut self, op_type: &str, inputs: &[&Value], attribute: Vec<AttributeProto>, n: usize) -> Vec<Value> {
+        self.node_in("", op_type, inputs, attribute, n)
+    }
+
+    /// Adds a node with one output of an operator outside the default ONNX domain (for example
+    /// ONNX Runtime's `com.microsoft`); the model then imports that domain at `version`.
+    pub fn op_in(&mut self, domain: &str, version: i64, op_type: &str, inputs: &[&Value], attrs: Vec<AttributeProto>) -> Value {
+        match self.domains.iter().find(|(d, _)| d == domain) {
+            Some((_, v)) => assert_eq!(*v, version, "domain {domain} imported at two versions"),
+            None => self.domains.push((domain.to_owned(), version)),
+        }
+        self.node_in(domain, op_type, inputs, attrs, 1).pop().unwrap()
+    }
+
+    fn node_in(&mut self, domain: &str, op_type: &str, inputs: &[&Value], attribute: Vec<AttributeProto>, n: usize) -> Vec<Value> {
         let name = self.fresh(op_type);
         let outputs: Vec<String> = (0..n).map(|i| if n == 1 { name.clone() } else { format!("{name}:{i}") }).collect();
         self.nodes.push(NodeProto {
@@ -373,7 +393,7 @@ impl Graph {
             name,
             op_type: op_type.to_owned(),
             attribute,
-            domain: String::new(),
+            domain: domain.to_owned(),
         });
         outputs.into_iter().map(Value).collect()
     }
@@ -540,7 +560,9 @@ impl Graph {
         };
         let model = ModelProto {
             ir_version: 8,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
+            opset_import: std::iter::once(OperatorSetIdProto { domain: String::new(), version: self.opset })
+                .chain(self.domains.iter().map(|(domain, version)| OperatorSetIdProto { domain: domain.clone(), version: *version }))
+                .collect(),
             producer_name: "animatediff-onnx".into(),
             producer_version: producer.to_owned(),
             doc_string: String::new(),

@@ -20,6 +20,13 @@ pub struct Artifact {
     /// Largest frame count the motion module accepts.
     pub max_frames: usize,
     pub motion_version: String,
+    /// The ONNX form of the UNet's and VAE's attentions (manifests before `attention` was
+    /// recorded were all written plain).
+    pub attention: onnx_writer::AttentionForm,
+    /// Whether the UNet computes in fp16 (`precision`).
+    pub fp16_unet: bool,
+    /// Attention heads of the UNet's spatial transformers.
+    pub unet_heads: usize,
     /// Fixed graph dimensions, if the artifact was built with them.
     pub fixed_frames: Option<usize>,
     pub fixed_latent_hw: Option<(usize, usize)>,
@@ -59,7 +66,14 @@ impl Artifact {
         };
         let unet_in = &manifest["graphs"]["unet"]["inputs"][0]["shape"];
         let fixed = |i: usize| unet_in.get(i).and_then(|v| v.as_u64()).map(|v| v as usize);
+        let attention = match manifest["attention"].as_str() {
+            None => onnx_writer::AttentionForm::Plain,
+            Some(s) => s.parse().map_err(|e: String| bad(&mpath, format!("attention: {e}")))?,
+        };
         Ok(Self {
+            attention,
+            fp16_unet: manifest["precision"].as_str() == Some("fp16"),
+            unet_heads: usize_at("/architecture/unet/num_attention_heads")?,
             context_dim: usize_at("/architecture/text_encoder/hidden_size")?,
             latent_channels: usize_at("/architecture/unet/in_channels")?,
             max_frames: usize_at("/max_frames")?,

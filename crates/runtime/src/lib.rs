@@ -3,6 +3,7 @@
 //! ONNX Runtime ([`Runtime`]). Reads artifacts only, never source checkpoints.
 
 pub mod artifact;
+pub mod attention_fit;
 pub mod backend;
 pub mod check;
 pub mod error;

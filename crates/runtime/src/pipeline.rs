@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub artifact: Artifact,
     pub shape: VideoShape,
     pub scheduler: Ddim,
+    /// How well the artifact's attention form fits the provider and size (see `attention_fit`).
+    pub warnings: Vec<String>,
     tokenizer: ClipTokenizer,
     text_encoder: Box<dyn GraphSession>,
     unet: Box<dyn GraphSession>,
@@ -74,6 +76,7 @@ impl Pipeline {
                 )));
             }
         }
+        let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
         let scheduler = Ddim::new(artifact.scheduler.clone())
             .map_err(|reason| Error::Artifact { path: artifact.dir.join("manifest.json"), reason })?;
         let tokenizer = ClipTokenizer::from_file(&artifact.tokenizer_path())?;
@@ -87,7 +90,7 @@ impl Pipeline {
         )?;
         progress("VAE decoder");
         let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[(vec![1, c, h, w], false)])?;
-        Ok(Self { artifact, shape, scheduler, tokenizer, text_encoder, unet, vae })
+        Ok(Self { artifact, shape, scheduler, warnings, tokenizer, text_encoder, unet, vae })
     }
 
     pub fn tokenize(&self, prompt: &str) -> Result<Vec<i64>> {

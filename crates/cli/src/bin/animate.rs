@@ -274,6 +274,9 @@ fn run(mut args: Args) -> Result<(), String> {
             })
             .map_err(|e| e.to_string())?;
             loading.finish_and_clear();
+            for w in &p.warnings {
+                eprintln!("animate: warning: {w}");
+            }
             pipeline = Some(p);
         }
         let p = pipeline.as_mut().unwrap();

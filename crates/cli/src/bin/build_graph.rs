@@ -37,9 +37,17 @@ struct Args {
     /// Precision of the VAE decoder: fp32 unless asked (the SD VAE overflows in fp16).
     #[arg(long, default_value = "fp32")]
     vae_precision: Precision,
-    /// ONNX opset.
+    /// ONNX opset (`--attention sdpa` raises it to 23).
     #[arg(long, default_value_t = onnx_writer::DEFAULT_OPSET)]
     opset: i64,
+    /// ONNX form of the UNet's and VAE decoder's attentions: `mha` (ONNX Runtime's
+    /// com.microsoft.MultiHeadAttention: tiled on ORT CPU in fp32, fused on CUDA and DirectML,
+    /// flash on tract; the score matrix is never built), `sdpa` (ONNX Attention, opset 23: for
+    /// TensorRT >= 10.14 and tract; ORT CPU builds the scores) or `plain` (MatMul-Softmax-MatMul
+    /// with Q pre-scaled, which TensorRT fuses in fp16; every runtime builds the scores, which at
+    /// 512x512 need tens of GB). CLIP's causal attention is always plain.
+    #[arg(long, default_value = "mha")]
+    attention: onnx_writer::AttentionForm,
     /// Output directory (written to a temporary name and renamed when complete).
     #[arg(long)]
     out: PathBuf,
@@ -76,6 +84,7 @@ fn main() -> ExitCode {
         vae_precision: a.vae_precision,
         out: a.out,
         opset: a.opset,
+        attention: a.attention,
         quiet: a.quiet,
         max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
         golden: !a.no_golden,
