@@ -139,3 +139,51 @@ fn check_without_a_bundle_or_provider_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("golden.npz"));
 }
+
+/// An fp16 artifact with the default `mha` attention: tract checks it against its golden bundle;
+/// ONNX Runtime's CPU provider, which has no fp16 MultiHeadAttention kernel, checks the text
+/// encoder and reports SKIP with the reason for the UNet and VAE; `animate --ep cpu` refuses it
+/// before loading anything, naming what to do instead.
+#[test]
+fn fp16_mha_is_checked_on_tract_and_skipped_on_ort_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = animatediff_fixtures::write_fixture_set(&dir.path().join("fx"), animatediff_fixtures::DEFAULT_SEED).unwrap();
+    let model = dir.path().join("fp16");
+    let opts = animatediff_cli::build::BuildOptions {
+        base: Some(set.path("base.safetensors")),
+        precision: animatediff_cli::build::Precision::Fp16,
+        vae_precision: animatediff_cli::build::Precision::Fp16,
+        quiet: true,
+        ..animatediff_cli::build::BuildOptions::new(set.path("mm_v2.ckpt"), &model)
+    };
+    animatediff_cli::build::build(&opts).unwrap();
+
+    let out = check(&model, &["--ep", "tract"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    println!("{table}");
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table.matches("PASS").count(), 4, "files + 3 graphs: {table}");
+
+    if available(&RuntimeOptions::default()).contains(&Ep::Cpu) {
+        let out = check(&model, &["--ep", "cpu"]);
+        let table = String::from_utf8_lossy(&out.stdout);
+        println!("{table}");
+        assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+        let line = |g: &str| table.lines().find(|l| l.starts_with(g)).unwrap_or_default().to_owned();
+        assert!(line("text_encoder").contains("PASS"), "{table}");
+        for g in ["unet", "vae_decoder"] {
+            assert!(line(g).contains("SKIP") && line(g).contains("--ep tract"), "{table}");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_animate"))
+            .args(["--model", model.to_str().unwrap(), "--ep", "cpu", "--prompt", "a cat", "--frames", "2", "--width", "64", "--height", "64"])
+            .args(["--steps", "1", "--out", dir.path().join("x.gif").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains("no fp16 kernel") && e.contains("--ep tract"), "{e}");
+        assert!(!dir.path().join("x.gif").exists());
+    } else {
+        println!("SKIP ort-cpu half: ONNX Runtime's library is not available here");
+    }
+}

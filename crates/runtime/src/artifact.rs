@@ -23,8 +23,6 @@ pub struct Artifact {
     /// The ONNX form of the UNet's and VAE's attentions (manifests before `attention` was
     /// recorded were all written plain).
     pub attention: onnx_writer::AttentionForm,
-    /// Whether the UNet computes in fp16 (`precision`).
-    pub fp16_unet: bool,
     /// Attention heads of the UNet's spatial transformers.
     pub unet_heads: usize,
     /// Fixed graph dimensions, if the artifact was built with them.
@@ -72,7 +70,6 @@ impl Artifact {
         };
         Ok(Self {
             attention,
-            fp16_unet: manifest["precision"].as_str() == Some("fp16"),
             unet_heads: usize_at("/architecture/unet/num_attention_heads")?,
             context_dim: usize_at("/architecture/text_encoder/hidden_size")?,
             latent_channels: usize_at("/architecture/unet/in_channels")?,
@@ -88,6 +85,13 @@ impl Artifact {
 
     pub fn graph_path(&self, graph: &str) -> PathBuf {
         self.dir.join(self.manifest["graphs"][graph]["file"].as_str().unwrap_or_default())
+    }
+
+    /// Whether `graph` computes in fp16: the text encoder and UNet at `precision`, the VAE
+    /// decoder at `vae_precision`.
+    pub fn is_fp16(&self, graph: &str) -> bool {
+        let key = if graph == "vae_decoder" { "vae_precision" } else { "precision" };
+        self.manifest[key].as_str() == Some("fp16")
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {

@@ -169,7 +169,25 @@ pub struct Row {
     pub max_relative_error: f64,
     pub tolerance: f64,
     pub pass: bool,
+    /// Not compared: the runtime cannot run this graph (`detail` says why).
+    pub skipped: bool,
     pub detail: String,
+}
+
+impl Row {
+    /// A graph the runtime under check cannot run (see [`crate::attention_fit::cannot_run`]).
+    pub fn skipped(graph: &str, compared: &str, reason: String) -> Row {
+        Row {
+            graph: graph.into(),
+            compared: compared.into(),
+            max_abs_error: 0.0,
+            max_relative_error: 0.0,
+            tolerance: 0.0,
+            pass: true,
+            skipped: true,
+            detail: reason,
+        }
+    }
 }
 
 /// Compares `got` with `reference`: max abs error, and that over max |reference|.
@@ -182,6 +200,7 @@ pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), refere
             max_relative_error: f64::INFINITY,
             tolerance,
             pass: false,
+            skipped: false,
             detail: format!("shape {:?} vs {:?}", got.0, reference.0),
         };
     }
@@ -197,6 +216,7 @@ pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), refere
         max_relative_error: rel,
         tolerance,
         pass: rel <= tolerance,
+        skipped: false,
         detail: if finite { String::new() } else { "non-finite output".into() },
     }
 }
@@ -218,6 +238,7 @@ pub fn verify_files(a: &Artifact) -> Row {
         max_relative_error: 0.0,
         tolerance: 0.0,
         pass: bad.is_empty(),
+        skipped: false,
         detail: if bad.is_empty() { String::new() } else { format!("changed since the build: {}", bad.join(", ")) },
     }
 }
