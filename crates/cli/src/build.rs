@@ -1,7 +1,8 @@
 //! `build-graph`: base + personalised checkpoint + LoRAs + motion module → an artifact directory
 //! (`text_encoder.onnx`, `unet.onnx` + `unet.onnx.data`, `vae_decoder.onnx`, `tokenizer.json`,
 //! `manifest.json`). Written into a temporary sibling directory and renamed when complete, so an
-//! interrupted build never leaves a half-written artifact.
+//! interrupted build never leaves a half-written artifact at `--out`; what may be replaced there,
+//! the lock and the cleanup of temporaries are [`crate::out_dir`]'s.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use animatediff_formats::{
 use animatediff_models::{MotionConfig, TextEncoder, Unet3d, UnetConfig, UnetShapes, VaeDecoder};
 use onnx_writer::{external_data_path, AttentionForm, DataSet, ElemType, ExternalData, Graph, Reused, WeightStorage};
 
+use crate::out_dir::{self, Claim, Notice};
 use crate::rebuild::{self, UnetReuse};
 
 /// The CLIP BPE tokenizer shipped with every artifact (see `crates/cli/assets/README.md`).
@@ -25,6 +27,9 @@ const MAX_FILE_BYTES: u64 = 2 << 30;
 
 /// Version of the artifact layout and manifest; `animate` refuses other versions.
 pub const ARTIFACT_VERSION: u32 = 1;
+
+/// The manifest's `format` tag.
+pub const ARTIFACT_FORMAT: &str = "animatediff-onnx artifact";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
@@ -84,6 +89,12 @@ pub struct BuildOptions {
     /// Re-use what the artifact already at `out` can give (input hashes of unchanged files; the
     /// UNet's stable weights when only LoRA multipliers changed); see [`crate::rebuild`].
     pub reuse: bool,
+    /// Replace a directory at `out` that is not a complete artifact of ours: only the files its
+    /// manifest lists are replaced, every other file stays (see [`crate::out_dir`]).
+    pub force: bool,
+    /// Told what happens at `out` beside the build: waiting for another build's lock, stale
+    /// temporaries removed or left.
+    pub on_notice: fn(&Notice),
 }
 
 impl BuildOptions {
@@ -112,6 +123,8 @@ impl BuildOptions {
             max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
             golden: true,
             reuse: true,
+            force: false,
+            on_notice: |_| {},
         }
     }
 }
@@ -126,6 +139,8 @@ pub enum Error {
     Usage(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Out(#[from] out_dir::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -252,6 +267,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         }
     }
 
+    // Before any work: no input inside `--out`, the lock held, stale temporaries removed, and
+    // what is at `--out` found replaceable.
+    let inputs: Vec<&Path> = [&opts.base, &opts.personalized, &opts.arch]
+        .into_iter()
+        .flatten()
+        .chain(opts.loras.iter().map(|l| &l.path))
+        .chain([&opts.motion_module])
+        .map(PathBuf::as_path)
+        .collect();
+    let claim = Claim::artifact(&opts.out, &inputs, opts.force, &opts.on_notice)?;
+
     // Model files: the personalised checkpoint replaces every component it has.
     let load = LoadOptions::default();
     let base = opts.base.as_ref().map(|p| SdCheckpoint::open(p, &load)).transpose()?;
@@ -366,16 +392,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
     }
     let lora_set = if loras.is_empty() { None } else { Some(LoraSet::new(loras, opts.lora_scaling, &[unet, text, &motion.weights])?) };
 
-    // Output goes to a temporary sibling, renamed when complete.
+    // Output goes to a temporary sibling, put in place when complete (removed on failure).
     let out = &opts.out;
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = out.file_name().ok_or_else(|| Error::Usage(format!("--out {}: not a directory name", out.display())))?;
-    let tmp = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let staging = claim.stage()?;
+    let tmp = staging.path();
     // The UNet's stable weights of the previous artifact, when only LoRA multipliers changed.
     let unet_reuse = previous.as_ref().and_then(|p| {
         let known = |f: &Path| hashes.known(f);
@@ -400,16 +420,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         }));
         p.unet_reuse(&key)
     });
-    let result =
-        write_artifact(opts, &tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source, &hashes, unet_reuse);
-    let (manifest, reused_bytes) = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    replace_dir(&tmp, out)?;
+    let (manifest, reused_bytes) =
+        write_artifact(opts, tmp, &a, &model, &motion, lora_set.as_ref(), lora_json, unrecognized, &arch_source, &hashes, unet_reuse)?;
+    claim.commit(staging)?;
     Ok(BuildReport { out: out.clone(), manifest, warnings, reused_bytes })
 }
 
@@ -646,7 +659,7 @@ fn write_artifact(
         Ok(json!(hashes.entries(&model.component(k).map(|c| c.files()).unwrap_or_default())?))
     };
     let manifest = json!({
-        "format": "animatediff-onnx artifact",
+        "format": ARTIFACT_FORMAT,
         "artifact_version": ARTIFACT_VERSION,
         "tool": { "name": "build-graph", "version": env!("CARGO_PKG_VERSION"), "executable": rebuild::executable_stamp() },
         "inputs": {
@@ -721,26 +734,4 @@ fn reuse_unet_files(r: UnetReuse, dir: &Path, hashes: &Hashes) -> Option<(Reused
         hashes.insert(dir.join(f), sha);
     }
     Some((reused, bytes))
-}
-
-/// Moves the finished `tmp` to `out`, replacing a previous artifact but nothing else.
-fn replace_dir(tmp: &Path, out: &Path) -> Result<(), Error> {
-    if out.exists() {
-        let is_artifact = out.join("manifest.json").is_file();
-        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !is_artifact && !empty {
-            let _ = std::fs::remove_dir_all(tmp);
-            return Err(Error::Usage(format!(
-                "--out {}: the directory exists and is not an artifact of ours (no manifest.json); choose another or remove it",
-                out.display()
-            )));
-        }
-        let old = tmp.with_extension("old");
-        std::fs::rename(out, &old).map_err(io(out))?;
-        std::fs::rename(tmp, out).map_err(io(out))?;
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        std::fs::rename(tmp, out).map_err(io(out))?;
-    }
-    Ok(())
 }

@@ -1,10 +1,14 @@
-//! Writes frames as an animated GIF, an animated WebP or a directory of PNGs. Every output is
-//! written under a temporary name and renamed when complete, so a failure never leaves a partial
-//! file.
+//! Writes frames as an animated GIF, an animated WebP or a directory of PNGs. A GIF or WebP is
+//! written under a temporary name and renamed when complete; PNG frames are written into a
+//! temporary directory that [`out_dir`] puts in place, and only over a new, empty or earlier
+//! frames directory of ours (each frame carries a text chunk naming its writer). A failure never
+//! leaves a partial output.
 
 use std::path::{Path, PathBuf};
 
 use animatediff_runtime::Frame;
+
+use crate::out_dir::{self, Claim, Notice};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -13,15 +17,31 @@ pub enum Format {
     PngDir,
 }
 
+/// Extensions of files `animate` does not write: `--out clip.mp4` is an error, not a directory
+/// of frames named `clip.mp4`.
+const NOT_WRITTEN: &[&str] = &["png", "jpg", "jpeg", "apng", "mp4", "webm", "mov", "mkv", "avi"];
+
 impl Format {
-    /// From the output path: `.gif`, `.webp`, anything else is a directory of PNG frames.
+    /// From the output path: a path ending in a separator (`DIR/`) is a directory of PNG frames;
+    /// else `.gif`, `.webp`, and anything else is a directory of PNG frames too.
     pub fn of(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        if ends_in_separator(path) {
+            return Format::PngDir;
+        }
+        match extension(path).as_deref() {
             Some("gif") => Format::Gif,
             Some("webp") => Format::Webp,
             _ => Format::PngDir,
         }
     }
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase())
+}
+
+fn ends_in_separator(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().last().is_some_and(|&b| std::path::is_separator(b as char))
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -33,30 +53,65 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
-/// Writes `frames` at `fps` to `path` in the format its name asks for.
-pub fn write(path: &Path, frames: &[Frame], fps: u32) -> Result<(), String> {
+/// Checks, before any work, that `path` can take an output of `format`: a GIF or WebP file is
+/// not an existing directory; a frames directory is new, empty or frames of ours (stale
+/// temporaries of earlier runs beside it are removed and told to `notify`).
+pub fn check(path: &Path, format: Format, notify: &dyn Fn(&Notice)) -> Result<(), String> {
+    match format {
+        Format::Gif | Format::Webp => {
+            if path.file_name().is_none() || ends_in_separator(path) {
+                return Err(err(path, "names no file; give a file name such as out.gif"));
+            }
+            if path.is_dir() {
+                return Err(err(
+                    path,
+                    "is a directory, and a GIF or WebP output is a file: choose another name, or end the path with / (or use --frames-dir) for PNG frames",
+                ));
+            }
+            Ok(())
+        }
+        Format::PngDir => claim_frames(path, notify).map(drop),
+    }
+}
+
+fn claim_frames(path: &Path, notify: &dyn Fn(&Notice)) -> Result<Claim, String> {
+    if let Some(ext) = extension(path).filter(|e| NOT_WRITTEN.contains(&e.as_str()) && !ends_in_separator(path)) {
+        return Err(err(
+            path,
+            format!("animate does not write .{ext} files: use .gif or .webp, or a directory (DIR/ or --frames-dir DIR) for PNG frames"),
+        ));
+    }
+    Claim::frames(path, notify).map_err(|e| e.to_string())
+}
+
+/// Writes `frames` at `fps` to `path` as `format` (see [`check`], which this repeats).
+pub fn write(path: &Path, format: Format, frames: &[Frame], fps: u32, notify: &dyn Fn(&Notice)) -> Result<(), String> {
     if frames.is_empty() {
         return Err(err(path, "no frames to write"));
     }
     if fps == 0 {
         return Err("--fps must be at least 1".into());
     }
+    let claim = match format {
+        Format::PngDir => Some(claim_frames(path, notify)?),
+        _ => check(path, format, notify).map(|()| None)?,
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
     }
+    if let Some(claim) = claim {
+        let staging = claim.stage().map_err(|e| e.to_string())?;
+        write_pngs(staging.path(), frames).map_err(|e| err(path, e))?;
+        return claim.commit(staging).map_err(|e| e.to_string());
+    }
     let tmp = temp_sibling(path);
-    let result = match Format::of(path) {
+    let result = match format {
         Format::Gif => write_gif(&tmp, frames, fps),
-        Format::Webp => write_webp(&tmp, frames, fps),
-        Format::PngDir => write_pngs(&tmp, frames),
+        _ => write_webp(&tmp, frames, fps),
     };
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::remove_dir_all(&tmp);
         return Err(err(path, e));
-    }
-    if Format::of(path) == Format::PngDir && path.is_dir() {
-        std::fs::remove_dir_all(path).map_err(|e| err(path, e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| err(path, e))
 }
@@ -90,11 +145,22 @@ fn write_webp(path: &Path, frames: &[Frame], fps: u32) -> Result<(), String> {
     std::fs::write(path, &*data).map_err(|e| e.to_string())
 }
 
+/// `frame_0000.png`, ... with the text chunk `Software: animatediff-onnx animate`, by which a
+/// later run recognises the directory as frames of ours ([`out_dir::FRAME_SOFTWARE`]).
 fn write_pngs(dir: &Path, frames: &[Frame]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for (i, f) in frames.iter().enumerate() {
-        let img = image::RgbImage::from_raw(f.width as u32, f.height as u32, f.rgb.clone()).ok_or("frame size mismatch")?;
-        img.save(dir.join(format!("frame_{i:03}.png"))).map_err(|e| e.to_string())?;
+        if f.rgb.len() != f.width * f.height * 3 {
+            return Err("frame size mismatch".into());
+        }
+        let path = dir.join(out_dir::frame_name(i));
+        let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), f.width as u32, f.height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.add_text_chunk("Software".into(), out_dir::FRAME_SOFTWARE.into()).map_err(|e| e.to_string())?;
+        let mut w = enc.write_header().map_err(|e| e.to_string())?;
+        w.write_image_data(&f.rgb).map_err(|e| e.to_string())?;
+        w.finish().map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -71,7 +71,7 @@ impl Previous {
     pub fn open(out: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(out.join("manifest.json")).ok()?;
         let manifest: Value = serde_json::from_str(&text).ok()?;
-        (manifest["format"] == "animatediff-onnx artifact").then(|| Self { dir: out.to_path_buf(), manifest })
+        (manifest["format"] == crate::build::ARTIFACT_FORMAT).then(|| Self { dir: out.to_path_buf(), manifest })
     }
 
     /// Input files whose recorded size and modification time still match: path → SHA-256.

@@ -60,8 +60,8 @@ fn demo_outputs_decode_back() {
     let mut names: Vec<_> = std::fs::read_dir(&pngs).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names.len(), 16);
-    assert_eq!(names[0], "frame_000.png");
-    let first = image::open(pngs.join("frame_000.png")).unwrap().to_rgb8();
+    assert_eq!(names[0], "frame_0000.png");
+    let first = image::open(pngs.join("frame_0000.png")).unwrap().to_rgb8();
     assert_eq!(first.dimensions(), (64, 64));
     // lossless WebP frames equal the PNG frames
     assert_eq!(frames[0].buffer().pixels().map(|p| [p[0], p[1], p[2]]).collect::<Vec<_>>(), first.pixels().map(|p| p.0).collect::<Vec<_>>());
@@ -92,7 +92,7 @@ fn same_seed_same_frames_and_latents_round_trip() {
     ok(&animate(&cache, &["--demo", "--seed", "42", "--steps", "3", "--quiet", "--out", s(&a), "--latents-out", s(&lat)]));
     ok(&animate(&cache, &["--demo", "--seed", "42", "--steps", "3", "--quiet", "--out", s(&b)]));
     for i in 0..16 {
-        let n = format!("frame_{i:03}.png");
+        let n = format!("frame_{i:04}.png");
         assert_eq!(std::fs::read(a.join(&n)).unwrap(), std::fs::read(b.join(&n)).unwrap(), "{n}");
     }
     let l: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&lat).unwrap();

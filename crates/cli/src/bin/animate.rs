@@ -4,7 +4,8 @@
 //!
 //!     animate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps 25] [--guidance 7.5]
 //!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
-//!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8] --out FILE.gif|FILE.webp|DIR
+//!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8]
+//!             --out FILE.gif|FILE.webp|DIR/ | --frames-dir DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo [--demo-model base|personalized|random] --out demo.gif
 //!     animate check --model DIR --ep A [--against B | --golden FILE.npz] [--tolerance X] [--json]
@@ -16,6 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use animatediff_cli::out_dir::Notice;
 use animatediff_cli::{demo, media, prompt_config};
 use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
@@ -120,9 +122,14 @@ struct Args {
     /// fixture set (noise frames).
     #[arg(long, value_enum)]
     demo_model: Option<demo::DemoModel>,
-    /// `FILE.gif`, `FILE.webp`, or a directory (PNG frames; with --config, one output per prompt).
+    /// `FILE.gif`, `FILE.webp`, or a directory (`DIR/`: PNG frames `frame_0000.png`, ...; with
+    /// --config, one output per prompt). A frames directory must be new, empty, or frames an
+    /// earlier run wrote (nothing else is replaced).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write PNG frames into this directory (as --out DIR/).
+    #[arg(long, conflicts_with_all = ["out", "config"])]
+    frames_dir: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -130,6 +137,7 @@ struct Args {
 
 struct Job {
     name: String,
+    format: media::Format,
     prompt: String,
     negative: String,
     seed: Option<u64>,
@@ -177,6 +185,10 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').chars().take(40).collect()
 }
 
+fn notify(n: &Notice) {
+    eprintln!("animate: {n}");
+}
+
 fn run(mut args: Args) -> Result<(), String> {
     let quiet = args.quiet;
     args.demo |= args.demo_model.is_some();
@@ -186,7 +198,14 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.prompt.is_none() && args.config.is_none() && !args.demo {
         return Err("--prompt TEXT is required (or --config FILE, or --demo)".into());
     }
-    let out = args.out.clone().ok_or("--out FILE.gif|FILE.webp|DIR is required")?;
+    let (out, format) = match (&args.out, &args.frames_dir) {
+        (Some(out), _) => (out.clone(), media::Format::of(out)),
+        (None, Some(dir)) => (dir.clone(), media::Format::PngDir),
+        (None, None) => return Err("--out FILE.gif|FILE.webp|DIR/ (or --frames-dir DIR) is required".into()),
+    };
+    if args.config.is_none() {
+        media::check(&out, format, &notify)?; // before any work
+    }
     let (model, demo_defaults) = if args.demo {
         let spinner = bar(quiet, 1, "demo model");
         let (dir, built) = demo::artifact_of(args.demo_model.unwrap_or(demo::DemoModel::Base), true)?;
@@ -226,6 +245,7 @@ fn run(mut args: Args) -> Result<(), String> {
             let ext = "gif";
             jobs.push(Job {
                 out: out.join(format!("{i:03}-{}.{ext}", slug(&j.prompt))),
+                format: media::Format::Gif,
                 name: j.name,
                 prompt: j.prompt,
                 negative: j.negative,
@@ -246,7 +266,13 @@ fn run(mut args: Args) -> Result<(), String> {
             guidance: args.guidance.unwrap_or(default_guidance),
             shape: base_shape,
             out: out.clone(),
+            format,
         });
+    }
+    if args.config.is_some() {
+        for job in &jobs {
+            media::check(&job.out, job.format, &notify)?;
+        }
     }
     if args.latents_in.is_some() && jobs.len() > 1 {
         return Err("--latents-in applies to a single prompt, not to a --config batch".into());
@@ -302,7 +328,7 @@ fn run(mut args: Args) -> Result<(), String> {
         let decoding = bar(quiet, job.shape.frames as u64, "decoding");
         let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(|e| e.to_string())?;
         decoding.finish_and_clear();
-        media::write(&job.out, &frames, args.fps)?;
+        media::write(&job.out, job.format, &frames, args.fps, &notify)?;
         if !quiet {
             eprintln!(
                 "animate: {} -> {} ({} frames {}x{}, {} steps, guidance {}, {}, {} on {}, {:.1}s)",

@@ -48,9 +48,15 @@ struct Args {
     /// 512x512 need tens of GB). CLIP's causal attention is always plain.
     #[arg(long, default_value = "mha")]
     attention: onnx_writer::AttentionForm,
-    /// Output directory (written to a temporary name and renamed when complete).
+    /// Output directory: new, empty, or a complete artifact of ours, which is replaced. Written to
+    /// a temporary name beside it and renamed when complete; builds into one directory wait for
+    /// each other (a lock on `.NAME.lock` beside it).
     #[arg(long)]
     out: PathBuf,
+    /// Replace a directory at --out that is not a complete artifact of ours (another artifact
+    /// version, extra files): only the files its manifest lists are replaced; other files stay.
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -89,6 +95,8 @@ fn main() -> ExitCode {
         max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
         golden: !a.no_golden,
         reuse: !a.no_reuse,
+        force: a.force,
+        on_notice: |n| eprintln!("build-graph: {n}"),
     };
     let start = std::time::Instant::now();
     match build(&opts) {
