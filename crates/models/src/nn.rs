@@ -209,34 +209,68 @@ impl Attention {
     }
 }
 
-/// GEGLU feed-forward (spec §1.4): `p = x W1ᵀ + b1` (8C), `y = p[..4C] · GELU(p[4C..])`, then
-/// `Linear(4C → C)`. The first projection is stored as its two halves (value and gate).
-pub struct FeedForward {
+/// How many slices of its hidden width the feed-forward is computed in. The hidden activations
+/// are `(tokens, 4C)`: at 512×512 × 16 frames, with CFG, each of the value, gate, GELU and product
+/// tensors of the first level is 671 MB, and the whole width at once keeps four of them alive.
+/// Slice by slice (each slice's products summed into the output projection) at most a quarter of
+/// that is alive, for the same arithmetic.
+const FF_SLICES: usize = 4;
+
+/// One slice of the feed-forward's hidden width: its value and gate projections and its rows of
+/// the output projection (no bias: added once after the sum).
+struct GegluSlice {
     value: Linear,
     gate: Linear,
     out: Linear,
 }
 
+/// GEGLU feed-forward (spec §1.4): `p = x W1ᵀ + b1` (8C), `y = p[..4C] · GELU(p[4C..])`, then
+/// `Linear(4C → C)`. The first projection is stored as its two halves (value and gate), and both
+/// projections in [`FF_SLICES`] slices of the hidden width: `y W2ᵀ = Σ_j y_j W2_jᵀ`.
+pub struct FeedForward {
+    slices: Vec<GegluSlice>,
+    out_bias: Value,
+}
+
 impl FeedForward {
     pub fn new(g: &mut Graph, w: Weights, channels: usize) -> Result<Self> {
         let inner = 4 * channels;
+        let n = if inner % FF_SLICES == 0 { FF_SLICES } else { 1 };
+        let m = inner / n;
         let proj = w.pp("net.0.proj");
         let pw = proj.w().read("weight", &[2 * inner, channels])?;
         let pb = proj.w().read("bias", &[2 * inner])?;
-        let (wa, wg) = pw.split_at(inner * channels);
-        let (ba, bg) = pb.split_at(inner);
-        Ok(Self {
-            value: Linear::from_rows(g, proj.w(), "value", wa, Some(ba), channels, inner)?,
-            gate: Linear::from_rows(g, proj.w(), "gate", wg, Some(bg), channels, inner)?,
-            out: Linear::new(g, w.pp("net.2").w(), inner, channels, true)?,
-        })
+        let out = w.pp("net.2");
+        let ow = out.w().read("weight", &[channels, inner])?;
+        let mut slices = Vec::with_capacity(n);
+        for j in 0..n {
+            let (value, gate) = (j * m, inner + j * m);
+            // rows [value, value + m) of W1 and columns [j·m, (j+1)·m) of W2
+            let rows = |start: usize| &pw[start * channels..(start + m) * channels];
+            let out_rows: Vec<f32> = ow.chunks_exact(inner).flat_map(|r| r[j * m..(j + 1) * m].iter().copied()).collect();
+            slices.push(GegluSlice {
+                value: Linear::from_rows(g, proj.w(), &format!("value.{j}"), rows(value), Some(&pb[value..value + m]), channels, m)?,
+                gate: Linear::from_rows(g, proj.w(), &format!("gate.{j}"), rows(gate), Some(&pb[gate..gate + m]), channels, m)?,
+                out: Linear::from_rows(g, out.w(), &format!("slice.{j}"), &out_rows, None, m, channels)?,
+            });
+        }
+        Ok(Self { slices, out_bias: out.w().tensor(g, "bias", &[channels])? })
     }
 
     pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
-        let a = self.value.forward(g, x);
-        let gate = self.gate.forward(g, x);
-        let gelu = g.gelu_erf(&gate);
-        let y = g.mul(&a, &gelu);
-        self.out.forward(g, &y)
+        let mut sum: Option<Value> = None;
+        for s in &self.slices {
+            let a = s.value.forward(g, x);
+            let gate = s.gate.forward(g, x);
+            let gelu = g.gelu_erf(&gate);
+            let y = g.mul(&a, &gelu);
+            let y = s.out.forward(g, &y);
+            sum = Some(match sum {
+                Some(acc) => g.add(&acc, &y),
+                None => y,
+            });
+        }
+        let y = sum.expect("at least one slice");
+        g.add(&y, &self.out_bias)
     }
 }
