@@ -147,7 +147,9 @@ def main() -> int:
             sample = torch.from_numpy(np.load(args.io / f"unet_sample_{h}.npy"))
             assert sample.shape[2] == args.frames, sample.shape
             flops = None
-            if not args.no_flops:
+            # counted with plain attention, whose score matrices are 17 GB at 64x64 latents: only
+            # at the small sizes
+            if not args.no_flops and h <= 16:
                 from torch.utils.flop_counter import FlopCounterMode
 
                 unet.set_attn_processor(AttnProcessor())  # counted as plain matmuls
