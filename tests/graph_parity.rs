@@ -214,7 +214,9 @@ parity_tests_fp16! {
 /// The tract session's load-time rewrites (`animatediff_runtime::tract_rewrite`) fire on the UNet
 /// at the goldens' shape, so the tract parity checks above cover them: at 8×8 latents the
 /// convolutions of the 4×4, 2×2 and 1×1 levels become products over the whole batch, one per
-/// kernel tap, and GroupNorm's per-channel scale and shift are broadcast over the batch.
+/// kernel tap, GroupNorm's per-channel scale and shift are broadcast over the batch, and every
+/// attention (tract's SDPA, imported from MultiHeadAttention) runs as the session's block
+/// attention. No convolution is split image by image at this size (its im2col is under 4 MiB).
 #[test]
 fn tract_rewrites_fire_on_the_unet() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,5 +233,8 @@ fn tract_rewrites_fire_on_the_unet() {
     // mid: 4; up: 3 resnets × 2 convs at 1×1, 2×2, 4×4 + the upsamplers' convs at 2×2 and 4×4
     assert_eq!(done.small_convs, 3 * 4 + 4 + 3 * 6 + 2, "{done:?}");
     assert!(done.broadcast_constants >= 2 * 40, "{done:?}");
+    // 16 spatial transformers × (self, cross) + 21 motion modules × 2 temporal self-attentions
+    assert_eq!(done.block_attentions, 16 * 2 + 21 * 2, "{done:?}");
+    assert_eq!(done.per_image_convs, 0, "{done:?}");
     typed.into_optimized().unwrap();
 }

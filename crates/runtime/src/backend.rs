@@ -47,6 +47,13 @@ pub struct OpTiming {
     pub info: String,
     pub input_shapes: Vec<Vec<usize>>,
     pub seconds: f64,
+    /// Bytes of activations alive once the operation has run, as the runtime's plan frees them
+    /// (tract: every node output not yet past its last reader, constants excluded); 0 where
+    /// unknown.
+    pub live_bytes: u64,
+    /// At the operation where `live_bytes` peaks (and only there): the activations alive, largest
+    /// first, as (producing node, bytes).
+    pub alive_at_peak: Vec<(String, u64)>,
 }
 
 /// Where a graph runs.
@@ -296,6 +303,45 @@ impl TractSession {
         tract_error(&self.name, e)
     }
 
+    /// The plan's activation memory, step by step: per node, the bytes of node outputs alive once
+    /// it has run (an output lives from its node until the plan flushes it after its last reader;
+    /// sizes from the outputs' facts, which the fixed input shapes make concrete); the node where
+    /// that peaks, and what is alive there.
+    #[allow(clippy::type_complexity)]
+    fn liveness(&self) -> (std::collections::HashMap<usize, u64>, Option<usize>, Vec<(String, u64)>) {
+        use tract_onnx::tract_core::internal::DimLike as _;
+        use tract_onnx::tract_core::ops::konst::Const;
+        let model = self.plan.model();
+        let order = self.plan.order_without_consts();
+        let outputs = model.output_outlets().map(|o| o.to_vec()).unwrap_or_default();
+        let flush = tract_onnx::tract_core::model::order::build_flush_list(model, order, &outputs, |n| !n.op_is::<Const>());
+        let bytes = |id: usize| -> u64 {
+            model.nodes()[id].outputs.iter().map(|o| o.fact.mem_size().to_usize().unwrap_or(0) as u64).sum()
+        };
+        let mut alive: std::collections::HashMap<usize, u64> = Default::default();
+        let (mut live, mut total, mut peak, mut peak_step) = (std::collections::HashMap::new(), 0u64, 0u64, None);
+        let mut alive_at_peak = Vec::new();
+        for (step, &id) in order.iter().enumerate() {
+            if !model.nodes()[id].op_is::<Const>() {
+                let b = bytes(id);
+                alive.insert(id, b);
+                total += b;
+            }
+            if total > peak {
+                peak = total;
+                peak_step = Some(id);
+                let mut now: Vec<(String, u64)> = alive.iter().map(|(&n, &b)| (model.nodes()[n].name.clone(), b)).collect();
+                now.sort_by(|a, b| b.1.cmp(&a.1));
+                alive_at_peak = now;
+            }
+            live.insert(id, total);
+            for &n in flush.get(step).map(|f| f.as_slice()).unwrap_or(&[]) {
+                total -= alive.remove(&n).unwrap_or(0);
+            }
+        }
+        (live, peak_step, alive_at_peak)
+    }
+
     fn values(&self, inputs: &[Tensor]) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>> {
         use tract_onnx::prelude::*;
         inputs
@@ -313,6 +359,7 @@ impl GraphSession for TractSession {
     fn profile(&mut self, inputs: &[Tensor]) -> Result<Option<Vec<OpTiming>>> {
         use tract_onnx::prelude::*;
         let values = self.values(inputs)?;
+        let (live, peak_step, alive_at_peak) = self.liveness();
         let mut timings = Vec::new();
         let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan).map_err(|e| self.error(e))?;
         tract_linalg::multithread::multithread_tract_scope(tract_executor(), || {
@@ -326,6 +373,8 @@ impl GraphSession for TractSession {
                     info: node.op().info().map(|v| v.join("; ")).unwrap_or_default(),
                     input_shapes,
                     seconds: t.elapsed().as_secs_f64(),
+                    live_bytes: live.get(&node.id).copied().unwrap_or(0),
+                    alive_at_peak: if Some(node.id) == peak_step { alive_at_peak.clone() } else { Vec::new() },
                 });
                 out
             })

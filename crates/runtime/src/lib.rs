@@ -12,6 +12,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod tract_attention;
 pub mod tract_rewrite;
 
 pub use artifact::{sha256_file, Artifact};

@@ -11,13 +11,28 @@
 //!   product over the whole batch, split by kernel tap: Σ over taps of `(N·H·W × C_in)` windows
 //!   (slices of the padded input) times the tap's `(C_in × C_out)` weights, taps lying wholly in
 //!   the padding left out (at 1×1 only the centre remains).
+//! - **Large convolutions image by image.** For a batch of more than one image tract builds the
+//!   im2col matrices of the whole batch before its products (its lazy im2col, which builds none,
+//!   takes a single image only). At 512×512 × 16 frames (64×64 latents, batch CFG × frames = 32)
+//!   the first 3×3 convolution of the UNet's top up-block reads 960 channels: 960·9 × 4096 values
+//!   per image, 4.5 GB for the batch, and such scratch held a full-size tract forward 5 GB above
+//!   its weights. Here a convolution whose per-image scratch is at least [`PER_IMAGE_MIN_BYTES`]
+//!   runs on each image's slice of the batch, the results concatenated: the same products, no
+//!   scratch.
+//! - **Attention block by block.** tract's SDPA (what `com.microsoft.MultiHeadAttention` and ONNX
+//!   `Attention` import as) becomes [`BlockAttention`], which reads Q, K and V before tract's
+//!   transposes and runs each block of queries through two packed matrix products and a
+//!   vectorised softmax (see [`crate::tract_attention`]).
 //! - **Per-channel constants broadcast over the batch.** GroupNorm's scale and shift (`[1, C, 1,
 //!   1]` against `[N, C, H, W]`) fall outside tract's fast broadcasting kernels, which want the
 //!   constant's leading axes equal to the data's; the constant is stored expanded to `[N, C, 1, 1]`
 //!   (N·C values) so that tract's per-row kernel takes it.
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::array::{Pad, PadMode, Slice};
+use tract_transformers::ops::sdpa::Sdpa;
+
+use crate::tract_attention::{BlockAttention, Layout};
+use tract_onnx::tract_core::ops::array::{Pad, PadMode, Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
@@ -29,6 +44,15 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 /// 2×2 and 1×1 levels; 16×16: 4×4 and 2×2). Above it tract's per-image products are efficient.
 const SMALL_CONV_MAX_PIXELS: usize = 16;
 
+/// Convolutions (over more than one image, with more than [`SMALL_CONV_MAX_PIXELS`] output pixels
+/// per image) whose eager im2col matrix would take at least this many bytes per image run image
+/// by image (`ANIMATEDIFF_TRACT_PER_IMAGE_MIN_BYTES` overrides, for A/B runs).
+const PER_IMAGE_MIN_BYTES: usize = 4 << 20;
+
+fn per_image_min_bytes() -> usize {
+    std::env::var("ANIMATEDIFF_TRACT_PER_IMAGE_MIN_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(PER_IMAGE_MIN_BYTES)
+}
+
 /// Constants up to this many values (after expansion) are broadcast over the batch.
 const BROADCAST_MAX_VALUES: usize = 1 << 20;
 
@@ -36,6 +60,8 @@ const BROADCAST_MAX_VALUES: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rewrites {
     pub small_convs: usize,
+    pub per_image_convs: usize,
+    pub block_attentions: usize,
     pub broadcast_constants: usize,
 }
 
@@ -43,6 +69,8 @@ pub struct Rewrites {
 pub fn apply(model: &mut TypedModel) -> TractResult<Rewrites> {
     Ok(Rewrites {
         small_convs: rewrite_each::<Conv>(model, small_conv_over_batch)?,
+        per_image_convs: rewrite_each::<Conv>(model, large_conv_per_image)?,
+        block_attentions: rewrite_each::<Sdpa>(model, sdpa_as_block_attention)?,
         broadcast_constants: rewrite_each::<TypedBinOp>(model, broadcast_constant_over_batch)?,
     })
 }
@@ -151,6 +179,71 @@ fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<Ty
         y = patch.wire_node(format!("{name}.add_bias"), math::add(), &[y, b])?[0];
     }
     let y = patch.wire_node(format!("{name}.nchw"), AxisOp::Move(3, 1), &[y])?[0];
+    patch.shunt_outside(model, node.id.into(), y)?;
+    Ok(Some(patch))
+}
+
+fn large_conv_per_image(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = &model.nodes()[id];
+    let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some() || spec.data_format != DataFormat::NCHW || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let x_fact = model.outlet_fact(node.inputs[0])?;
+    let Some(shape) = x_fact.shape.as_concrete() else { return Ok(None) };
+    let (n, spatial) = (shape[0], &shape[2..]);
+    if n < 2 || spatial.len() != spec.kernel_shape.len() {
+        return Ok(None);
+    }
+    let pixels: usize = spec.computed_padding(spatial).iter().map(|p| p.convoluted).product();
+    let taps: usize = spec.kernel_shape.iter().product();
+    let scratch = (conv.input_channels() / conv.group.max(1)) * taps * pixels * x_fact.datum_type.size_of();
+    if taps < 2 || pixels <= SMALL_CONV_MAX_PIXELS || scratch < per_image_min_bytes() {
+        return Ok(None);
+    }
+    let name = &node.name;
+    let mut patch = TypedModelPatch::new(format!("conv {name} image by image"));
+    let inputs = patch.taps(model, &node.inputs)?;
+    let mut images = Vec::with_capacity(n);
+    for i in 0..n {
+        let x = patch.wire_node(format!("{name}.image{i}.x"), Slice::new(0, i, i + 1), &[inputs[0]])?[0];
+        images.push(patch.wire_node(format!("{name}.image{i}"), node.op.clone(), &[x, inputs[1], inputs[2]])?[0]);
+    }
+    let y = patch.wire_node(format!("{name}.batch"), TypedConcat::new(0), &images)?[0];
+    patch.shunt_outside(model, node.id.into(), y)?;
+    Ok(Some(patch))
+}
+
+/// tract's SDPA (f32, 4-D, no mask, not causal) as [`BlockAttention`]; an input that tract moved
+/// from `[B, S, H, D]` to `[B, H, S, D]` is read before the move.
+fn sdpa_as_block_attention(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = &model.nodes()[id];
+    let Some(sdpa) = node.op_as::<Sdpa>() else { return Ok(None) };
+    let facts = model.node_input_facts(id)?;
+    if sdpa.is_causal || node.inputs.len() != 3 || facts.iter().any(|f| f.datum_type != f32::datum_type() || f.rank() != 4) {
+        return Ok(None);
+    }
+    let Some(&[_, _, _, dim]) = facts[0].shape.as_concrete() else { return Ok(None) };
+    let scale = match &sdpa.scale {
+        Some(t) => t.cast_to_scalar::<f32>()?,
+        None => (dim as f32).sqrt().recip(),
+    };
+    let mut patch = TypedModelPatch::new(format!("{} as block attention", node.name));
+    let mut inputs = tvec![];
+    let mut layouts = [Layout::Bhsd; 3];
+    for (i, &input) in node.inputs.iter().enumerate() {
+        let producer = &model.nodes()[input.node];
+        let moved = producer.op_as::<AxisOp>().is_some_and(|op| *op == AxisOp::Move(2, 1)) && producer.inputs.len() == 1;
+        let wire = if moved {
+            layouts[i] = Layout::Bshd;
+            producer.inputs[0]
+        } else {
+            input
+        };
+        inputs.push(patch.tap_model(model, wire)?);
+    }
+    let y = patch.wire_node(&node.name, BlockAttention { scale, layouts }, &inputs)?[0];
     patch.shunt_outside(model, node.id.into(), y)?;
     Ok(Some(patch))
 }

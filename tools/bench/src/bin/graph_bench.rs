@@ -66,9 +66,9 @@ fn write_profile(dir: &Path, name: &str, ops: &[animatediff_runtime::OpTiming]) 
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir).expect("creating --profile");
-    let mut tsv = String::from("seconds\top\tnode\tinput_shapes\tinfo\n");
+    let mut tsv = String::from("seconds\top\tnode\tinput_shapes\tlive_mib\tinfo\n");
     for o in ops {
-        let _ = writeln!(tsv, "{:.6}\t{}\t{}\t{:?}\t{}", o.seconds, o.op, o.node, o.input_shapes, o.info);
+        let _ = writeln!(tsv, "{:.6}\t{}\t{}\t{:?}\t{:.1}\t{}", o.seconds, o.op, o.node, o.input_shapes, o.live_bytes as f64 / MIB, o.info);
     }
     let path = dir.join(format!("{name}.tsv"));
     std::fs::write(&path, tsv).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -85,7 +85,16 @@ fn write_profile(dir: &Path, name: &str, ops: &[animatediff_runtime::OpTiming]) 
     for (op, (t, n)) in rows.iter().take(15) {
         eprintln!("  {:>8.3} s {:>5.1} %  {n:>5} x {op}", t, 100.0 * t / total);
     }
+    if let Some(peak) = ops.iter().max_by_key(|o| o.live_bytes).filter(|o| o.live_bytes > 0) {
+        let alive = &peak.alive_at_peak;
+        eprintln!("{name}: activations peak at {:.0} MiB after {} ({} alive; largest:)", peak.live_bytes as f64 / MIB, peak.node, alive.len());
+        for (node, b) in alive.iter().take(12) {
+            eprintln!("  {:>8.1} MiB  {node}", *b as f64 / MIB);
+        }
+    }
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
