@@ -56,7 +56,7 @@ struct Rates {
 }
 
 fn measure(artifact: &Path, seeds: usize) -> Rates {
-    let runtime = Runtime::new(RuntimeOptions { ep: Ep::Tract, fallback: false, ort_library: None, trt_cache: None }).unwrap();
+    let runtime = Runtime::new(RuntimeOptions { ep: Ep::Tract, ..Default::default() }).unwrap();
     let shape = VideoShape { frames: 16, height: 64, width: 64 };
     let mut p = Pipeline::load(Artifact::open(artifact).unwrap(), &runtime, shape, |_| {}).unwrap();
     let (mut hits, mut lost, mut total, mut table, mut jitter) = (0, 0, 0, Vec::new(), 0f64);

@@ -16,7 +16,7 @@ pub mod tract_attention;
 pub mod tract_rewrite;
 
 pub use artifact::{sha256_file, Artifact};
-pub use backend::{available, ort_environment, tract_decluttered, Ep, GraphSession, OpTiming, Runtime, RuntimeOptions, Tensor};
+pub use backend::{available, ort_environment, tract_decluttered, CpuArena, Ep, GraphSession, OpTiming, Runtime, RuntimeOptions, Tensor};
 pub use error::{Error, Result};
 pub use pipeline::{Frame, Pipeline, VideoShape};
 pub use scheduler::{Ddim, SchedulerConfig};

@@ -283,6 +283,7 @@ fn run(mut args: Args) -> Result<(), String> {
         fallback: args.ep_fallback,
         ort_library: args.ort_library.clone(),
         trt_cache: args.trt_cache.clone(),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     for n in &runtime.notes {
@@ -356,7 +357,7 @@ fn run(mut args: Args) -> Result<(), String> {
 fn check(a: CheckArgs) -> Result<bool, String> {
     use animatediff_runtime::{attention_fit, check};
     let artifact = Artifact::open(&a.model).map_err(|e| e.to_string())?;
-    let options = |ep: Ep| RuntimeOptions { ep, fallback: false, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone() };
+    let options = |ep: Ep| RuntimeOptions { ep, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone(), ..Default::default() };
     let runtime = Runtime::new(options(a.ep)).map_err(|e| e.to_string())?;
     let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
     let mut rows = vec![check::verify_files(&artifact)];

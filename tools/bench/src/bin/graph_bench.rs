@@ -175,6 +175,7 @@ fn main() {
         fallback: false,
         ort_library: a.ort_library.clone(),
         trt_cache: a.trt_cache.clone(),
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
