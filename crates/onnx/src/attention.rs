@@ -6,7 +6,8 @@
 //! - [`AttentionForm::Mha`]: ONNX Runtime's `com.microsoft.MultiHeadAttention`, unpacked Q, K and
 //!   V, no bias, mask or past. ORT's CPU kernel (fp32) runs it tiled (flash attention, the score
 //!   matrix is never built), CUDA with its memory-efficient / flash kernels, DirectML has one;
-//!   tract lowers it onto its SDPA (flash on CPU). ORT CPU has no fp16 kernel.
+//!   tract imports it as its SDPA, which our tract session runs block by block
+//!   (`animatediff_runtime::tract_attention`). ORT CPU has no fp16 kernel.
 //! - [`AttentionForm::Sdpa`]: the standard ONNX `Attention` (opset 23), for runtimes that fuse it
 //!   (TensorRT ≥ 10.14, tract). ORT's CPU kernel builds the full score matrix.
 //! - [`AttentionForm::Plain`]: MatMul → Softmax → MatMul with Q scaled before the first MatMul,

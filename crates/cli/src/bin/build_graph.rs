@@ -42,7 +42,7 @@ struct Args {
     opset: i64,
     /// ONNX form of the UNet's and VAE decoder's attentions: `mha` (ONNX Runtime's
     /// com.microsoft.MultiHeadAttention: tiled on ORT CPU in fp32, fused on CUDA and DirectML,
-    /// flash on tract; the score matrix is never built), `sdpa` (ONNX Attention, opset 23: for
+    /// block by block on tract; the score matrix is never built), `sdpa` (ONNX Attention, opset 23: for
     /// TensorRT >= 10.14 and tract; ORT CPU builds the scores) or `plain` (MatMul-Softmax-MatMul
     /// with Q pre-scaled, which TensorRT fuses in fp16; every runtime builds the scores, which at
     /// 512x512 need tens of GB). CLIP's causal attention is always plain.
