@@ -366,7 +366,7 @@ impl TractSession {
         };
         let mut alive: std::collections::HashMap<usize, u64> = Default::default();
         let (mut live, mut total, mut peak, mut peak_step) = (std::collections::HashMap::new(), 0u64, 0u64, None);
-        let mut alive_at_peak = Vec::new();
+        let mut peak_alive = std::collections::HashMap::new();
         for (step, &id) in order.iter().enumerate() {
             if !model.nodes()[id].op_is::<Const>() {
                 let b = bytes(id);
@@ -376,15 +376,15 @@ impl TractSession {
             if total > peak {
                 peak = total;
                 peak_step = Some(id);
-                let mut now: Vec<(String, u64)> = alive.iter().map(|(&n, &b)| (model.nodes()[n].name.clone(), b)).collect();
-                now.sort_by_key(|a| std::cmp::Reverse(a.1));
-                alive_at_peak = now;
+                peak_alive = alive.clone();
             }
             live.insert(id, total);
             for &n in flush.get(step).map(|f| f.as_slice()).unwrap_or(&[]) {
                 total -= alive.remove(&n).unwrap_or(0);
             }
         }
+        let mut alive_at_peak: Vec<(String, u64)> = peak_alive.into_iter().map(|(n, b)| (model.nodes()[n].name.clone(), b)).collect();
+        alive_at_peak.sort_by_key(|a| std::cmp::Reverse(a.1));
         (live, peak_step, alive_at_peak)
     }
 

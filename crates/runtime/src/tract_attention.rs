@@ -37,18 +37,13 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// (batch, heads, sequence, head size) of a shape in this layout.
-    fn dims(self, shape: &[usize]) -> (usize, usize, usize, usize) {
+    /// (batch, heads, sequence, head size) of a shape in this layout (sizes, or tract's symbolic
+    /// dimensions when typing the graph).
+    fn dims<T: Clone>(self, shape: &[T]) -> (T, T, T, T) {
+        let (b, x, y, d) = (shape[0].clone(), shape[1].clone(), shape[2].clone(), shape[3].clone());
         match self {
-            Layout::Bhsd => (shape[0], shape[1], shape[2], shape[3]),
-            Layout::Bshd => (shape[0], shape[2], shape[1], shape[3]),
-        }
-    }
-
-    fn heads_axis(self) -> usize {
-        match self {
-            Layout::Bhsd => 1,
-            Layout::Bshd => 2,
+            Layout::Bhsd => (b, x, y, d),
+            Layout::Bshd => (b, y, x, d),
         }
     }
 
@@ -105,19 +100,13 @@ impl BlockAttention {
 impl TypedOp for BlockAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3 && inputs.iter().all(|f| f.datum_type == f32::datum_type() && f.rank() == 4));
-        let q = &inputs[0].shape;
-        let l = self.layouts[0];
-        let (b, h, s, d) = match l {
-            Layout::Bhsd => (q[0].clone(), q[1].clone(), q[2].clone(), q[3].clone()),
-            Layout::Bshd => (q[0].clone(), q[2].clone(), q[1].clone(), q[3].clone()),
-        };
-        debug_assert_eq!(l.heads_axis(), if l == Layout::Bhsd { 1 } else { 2 });
+        let (b, h, s, d) = self.layouts[0].dims(&inputs[0].shape);
         Ok(tvec!(f32::fact([b, h, s, d])))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let (q, k) = (&inputs[0].shape, &inputs[1].shape);
-        let keys = if self.layouts[1] == Layout::Bhsd { k[2].clone() } else { k[1].clone() };
+        let keys = self.layouts[1].dims(k).2;
         let fma = q.iter().product::<TDim>() * keys * 2;
         Ok(tvec!((Cost::FMA(f32::datum_type()), fma)))
     }
@@ -130,9 +119,7 @@ impl EvalOp for BlockAttention {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 3, "BlockAttention takes Q, K, V");
-        let views = [0, 1, 2].map(|i| inputs[i].try_as_plain_ram());
-        let [q, k, v] = views;
-        let (q, k, v) = (q?, k?, v?);
+        let (q, k, v) = (inputs[0].try_as_plain_ram()?, inputs[1].try_as_plain_ram()?, inputs[2].try_as_plain_ram()?);
         let (q, k, v) = (q.as_slice::<f32>()?, k.as_slice::<f32>()?, v.as_slice::<f32>()?);
         let [qd, kd, vd] = self.check([inputs[0].shape(), inputs[1].shape(), inputs[2].shape()])?;
         let (batch, heads, queries, dim) = qd;
