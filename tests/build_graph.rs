@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use animatediff_cli::build::{build, BuildOptions, Error};
-use animatediff_formats::{LoraScaling, LoraSpec};
+use animatediff_build::{build, BuildOptions, Error};
+use animatediff_formats::{LoraScaling, LoraSpec, MotionVersion};
 use animatediff_onnx::{fixtures, goldens_dir, variant_options, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
@@ -49,14 +49,14 @@ fn external_data_is_sharded_under_the_cap_and_still_exact() {
     let out = dir.path().join("sharded");
     let cap = 8 << 20;
     let report = build(&BuildOptions { max_file_bytes: cap, ..options(&out, "v2") }).unwrap();
-    let shards: Vec<String> = serde_json::from_value(report.manifest["graphs"]["unet"]["external_data"].clone()).unwrap();
+    let shards = report.manifest.graphs.unet.external_data.clone().unwrap();
     assert!(shards.len() >= 5, "{shards:?}");
     assert_eq!(shards[0], "unet.onnx.data");
     assert_eq!(shards[1], "unet.onnx.data.1");
     for s in &shards {
         let size = std::fs::metadata(out.join(s)).unwrap().len();
         assert!(size <= cap, "{s}: {size} bytes");
-        assert!(report.manifest["files"][s].is_string(), "{s} hashed in the manifest");
+        assert!(report.manifest.files.contains_key(s), "{s} hashed in the manifest");
     }
     let (got, reference) = tract_unet(&out);
     let d = Deviation::of(&got, reference.as_slice().unwrap());
@@ -69,9 +69,9 @@ fn fixed_shapes_are_written_into_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fixed");
     let report = build(&BuildOptions { frames: Some(16), height: Some(64), width: Some(64), ..options(&out, "v2") }).unwrap();
-    let unet = &report.manifest["graphs"]["unet"];
-    assert_eq!(unet["inputs"][0]["shape"], serde_json::json!(["batch", 4, 16, 8, 8]));
-    assert_eq!(report.manifest["graphs"]["vae_decoder"]["outputs"][0]["shape"], serde_json::json!(["N", 3, 64, 64]));
+    let json = |shape: &[animatediff_runtime::manifest::Dim]| serde_json::to_value(shape).unwrap();
+    assert_eq!(json(&report.manifest.graphs.unet.inputs[0].shape), serde_json::json!(["batch", 4, 16, 8, 8]));
+    assert_eq!(json(&report.manifest.graphs.vae_decoder.outputs[0].shape), serde_json::json!(["N", 3, 64, 64]));
     // tract sees the fixed dims without being told
     use tract_onnx::prelude::Framework;
     let m = tract_onnx::onnx().model_for_path(out.join("unet.onnx")).unwrap();
@@ -96,10 +96,10 @@ fn builds_are_byte_for_byte_deterministic() {
             ..options(&out, "v1")
         };
         let r = build(&opts).unwrap();
-        hashes.push(r.manifest["files"].clone());
+        hashes.push(r.manifest.files);
     }
     assert_eq!(hashes[0], hashes[1]);
-    println!("two builds, identical files: {}", hashes[0]);
+    println!("two builds, identical files: {:?}", hashes[0]);
 }
 
 #[test]
@@ -117,9 +117,9 @@ fn lora_only_rebuild_reuses_the_stable_weights_and_equals_a_fresh_build() {
     };
     let fresh = build(&opts(&dir.path().join("fresh"), 0.6)).unwrap();
     assert_eq!(fresh.reused_bytes, 0);
-    let unet = &fresh.manifest["graphs"]["unet"];
-    assert_eq!(unet["lora_dependent_data"], serde_json::json!(["unet.onnx.lora.data"]));
-    assert_eq!(unet["external_data"], serde_json::json!(["unet.onnx.data", "unet.onnx.lora.data"]));
+    let unet = &fresh.manifest.graphs.unet;
+    assert_eq!(unet.lora_dependent_data.as_deref(), Some(&["unet.onnx.lora.data".to_owned()][..]));
+    assert_eq!(unet.external_data.as_deref(), Some(&["unet.onnx.data".to_owned(), "unet.onnx.lora.data".to_owned()][..]));
 
     let out = dir.path().join("in_place");
     build(&opts(&out, 0.8)).unwrap();
@@ -129,12 +129,12 @@ fn lora_only_rebuild_reuses_the_stable_weights_and_equals_a_fresh_build() {
     assert_eq!(again.reused_bytes, stable, "the stable UNet file is re-used");
     // every file equals the fresh build's, by its actual bytes (the manifest of a rebuild carries
     // the re-used files' hashes over from the previous one)
-    let files = fresh.manifest["files"].as_object().unwrap();
-    assert_eq!(files, again.manifest["files"].as_object().unwrap());
+    let files = &fresh.manifest.files;
+    assert_eq!(files, &again.manifest.files);
     for (f, h) in files {
-        assert_eq!(animatediff_runtime::sha256_file(&out.join(f)).unwrap(), h.as_str().unwrap(), "{f}");
+        assert_eq!(&animatediff_runtime::sha256_file(&out.join(f)).unwrap(), h, "{f}");
     }
-    assert_ne!(at_08, files["unet.onnx.lora.data"].as_str().unwrap(), "the LoRA-dependent weights changed");
+    assert_ne!(at_08, files["unet.onnx.lora.data"], "the LoRA-dependent weights changed");
     println!("rebuild at 0.6 over 0.8: {stable} bytes re-used, {} files identical to a fresh build", files.len());
 
     // a changed input (same size, new content and time) is hashed again and nothing is re-used
@@ -146,7 +146,7 @@ fn lora_only_rebuild_reuses_the_stable_weights_and_equals_a_fresh_build() {
     let changed = build(&opts(&out, 0.6)).unwrap();
     assert_eq!(changed.reused_bytes, 0);
     assert_eq!(
-        changed.manifest["inputs"]["components"]["unet"][0]["sha256"].as_str().unwrap(),
+        changed.manifest.inputs.components.unet[0].sha256,
         animatediff_runtime::sha256_file(&personal).unwrap()
     );
     // nor when the LoRA set differs, or when asked not to
@@ -170,7 +170,8 @@ fn manifest_records_inputs_scheduler_and_io() {
     })
     .unwrap();
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m, r.manifest);
+    assert_eq!(m, serde_json::to_value(&r.manifest).unwrap());
+    assert_eq!(std::fs::read_to_string(out.join("manifest.json")).unwrap(), r.manifest.to_json());
     assert_eq!(m["artifact_version"], 1);
     assert_eq!(m["motion_version"], "v1");
     assert_eq!(m["resnet_groupnorm"], "across_frames");
@@ -204,18 +205,18 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
         e.to_string()
     };
     let e = err(BuildOptions { frames: Some(40), ..options(&out, "v2") });
-    assert!(e.contains("--frames 40") && e.contains("mm_v2.ckpt") && e.contains("1 to 32"), "{e}");
+    assert!(e.contains("frames 40") && e.contains("mm_v2.ckpt") && e.contains("1 to 32"), "{e}");
     let e = err(BuildOptions { frames: Some(25), ..options(&out, "v1") });
     assert!(e.contains("1 to 24"), "{e}");
     let e = err(BuildOptions { width: Some(100), ..options(&out, "v2") });
-    assert!(e.contains("--width 100") && e.contains("multiple of 8"), "{e}");
+    assert!(e.contains("width 100") && e.contains("multiple of 8"), "{e}");
 
     // A personalised file without VAE and no base
     let novae = dir.path().join("novae.safetensors");
     let t = animatediff_fixtures::sd_checkpoint_tensors(1, "p", &Default::default(), &animatediff_fixtures::CheckpointOptions { vae: false, ..Default::default() });
     animatediff_fixtures::tensors::write_safetensors(&novae, &t).unwrap();
     let e = err(BuildOptions { base: None, personalized: Some(novae.clone()), ..options(&out, "v2") });
-    assert!(e.contains("novae.safetensors") && e.contains("no VAE") && e.contains("--base"), "{e}");
+    assert!(e.contains("novae.safetensors") && e.contains("no VAE") && e.contains("base model"), "{e}");
 
     // A LoRA whose shapes do not fit fails mid-build: the temporary directory is removed.
     let bad = dir.path().join("bad_lora.safetensors");
@@ -246,7 +247,7 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     .unwrap();
     let spec = LoraSpec { path: stray.clone(), multiplier: 1.0 };
     let e = err(BuildOptions { loras: vec![spec.clone()], ..options(&out, "v2") });
-    assert!(e.contains("sdxl_lora.safetensors") && e.contains("2 of its keys match no weight") && e.contains("--lora-ignore-unmatched"), "{e}");
+    assert!(e.contains("sdxl_lora.safetensors") && e.contains("2 of its keys match no weight") && e.contains("lora_ignore_unmatched"), "{e}");
     let r = build(&BuildOptions { loras: vec![spec], lora_ignore_unmatched: true, ..options(&out, "v2") }).unwrap();
     assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
     std::fs::remove_dir_all(&out).unwrap();
@@ -277,7 +278,7 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     // a previous artifact is replaced
     build(&options(&out, "v2")).unwrap();
     let r = build(&options(&out, "v3")).unwrap();
-    assert_eq!(r.manifest["motion_version"], "v3");
+    assert_eq!(r.manifest.motion_version, MotionVersion::V3);
     let _ = set;
 }
 
@@ -309,7 +310,7 @@ fn attention_forms_write_the_operators_they_name() {
     for form in [AttentionForm::Plain, AttentionForm::Mha, AttentionForm::Sdpa] {
         let out = dir.path().join(form.as_str());
         let report = build(&BuildOptions { attention: form, ..options(&out, "v2") }).unwrap();
-        assert_eq!(report.manifest["attention"], form.as_str());
+        assert_eq!(report.manifest.attention, form);
         for graph in ["text_encoder", "unet", "vae_decoder"] {
             let (ops, opsets) = operators(&out.join(format!("{graph}.onnx")));
             let count = |op: &str| ops.get(op).copied().unwrap_or(0);

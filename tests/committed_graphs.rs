@@ -35,12 +35,12 @@ fn rebuilding_from_the_fixtures_reproduces_the_committed_artifact() {
     let fixtures = Path::new("target/graphs-fixtures");
     animatediff_fixtures::write_fixture_set_with(fixtures, animatediff_fixtures::DEFAULT_SEED, &animatediff_fixtures::TinyArch::micro()).unwrap();
     let out = Path::new("target/graphs-rebuild/micro_v2");
-    let opts = animatediff_cli::build::BuildOptions {
+    let opts = animatediff_build::BuildOptions {
         base: Some(fixtures.join("base.safetensors")),
         quiet: true,
-        ..animatediff_cli::build::BuildOptions::new(fixtures.join("mm_v2.ckpt"), out)
+        ..animatediff_build::BuildOptions::new(fixtures.join("mm_v2.ckpt"), out)
     };
-    animatediff_cli::build::build(&opts).unwrap();
+    animatediff_build::build(&opts).unwrap();
     let committed = root().join("graphs/micro_v2");
     let mut names: Vec<String> = std::fs::read_dir(&committed).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();

@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use animatediff_cli::build::{build, BuildOptions, Precision};
+use animatediff_build::{build, BuildOptions, Precision};
 use onnx_writer::AttentionForm;
 use animatediff_onnx::{goldens_dir, ort_library, variant_options, Deviation};
 use ndarray::ArrayD;
@@ -113,9 +113,9 @@ fn parity_at(variant: &str, mm: &str, precision: Precision, attention: Attention
     let out = dir.path().join("artifact");
     let report = build(&BuildOptions { precision, vae_precision: precision, attention, ..variant_options(variant, mm, &out) })
     .unwrap();
-    assert_eq!(report.manifest["attention"], attention.to_string());
+    assert_eq!(report.manifest.attention, attention);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!(report.manifest["motion_version"], mm);
+    assert_eq!(report.manifest.motion_version.to_string(), mm);
 
     let name = format!("{variant}_{mm}");
     let mut g = Golden::open(&name);

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 
-use animatediff_cli::build::build;
+use animatediff_build::build;
 use animatediff_onnx::{goldens_dir, variant_options, Deviation};
 use animatediff_runtime::{Artifact, ClipTokenizer, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 use ndarray::ArrayD;
@@ -132,7 +132,7 @@ fn sampling_drift_against_float64() {
 
 #[test]
 fn tokenizer_matches_the_reference_on_35_prompts() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/cli/assets/clip_tokenizer.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/build/assets/clip_tokenizer.json");
     let tok = ClipTokenizer::from_file(&path).unwrap();
     let prompts: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/tokenizer/prompts.json")).unwrap(),

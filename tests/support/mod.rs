@@ -73,15 +73,15 @@ impl std::fmt::Display for Deviation {
 /// Build options for one golden variant (`base`, `personalized`, `personalized_lora_official`,
 /// `personalized_lora_kohya`) with motion module `mm` (`v1`, `v2`, `v3`): LoRA multiplier 0.8, as
 /// the reference tool.
-pub fn variant_options(variant: &str, mm: &str, out: &Path) -> animatediff_cli::build::BuildOptions {
+pub fn variant_options(variant: &str, mm: &str, out: &Path) -> animatediff_build::BuildOptions {
     use animatediff_formats::{LoraScaling, LoraSpec};
     let set = fixtures();
-    animatediff_cli::build::BuildOptions {
+    animatediff_build::BuildOptions {
         base: Some(set.path("base.safetensors")),
         personalized: (variant != "base").then(|| set.path("personalized.safetensors")),
         loras: if variant.contains("lora") { vec![LoraSpec { path: set.path("lora.safetensors"), multiplier: 0.8 }] } else { vec![] },
         lora_scaling: if variant.ends_with("kohya") { LoraScaling::Kohya } else { LoraScaling::Official },
         quiet: true,
-        ..animatediff_cli::build::BuildOptions::new(set.path(&format!("mm_{mm}.ckpt")), out)
+        ..animatediff_build::BuildOptions::new(set.path(&format!("mm_{mm}.ckpt")), out)
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cross-check crates/cli/assets/clip_tokenizer.json against two independent CLIP tokenizers.
+"""Cross-check crates/build/assets/clip_tokenizer.json against two independent CLIP tokenizers.
 
 Tools only -- never part of the product path.
 
@@ -264,7 +264,7 @@ def main():
 
     doc = {
         "description": (
-            "CLIP (openai/clip-vit-large-patch14) token ids for crates/cli/assets/clip_tokenizer.json. "
+            "CLIP (openai/clip-vit-large-patch14) token ids for crates/build/assets/clip_tokenizer.json. "
             "'ids' = [49406] + first 75 content tokens + [49407], padded to 77 with 49407 -- identical to "
             "transformers CLIPTokenizerFast(padding='max_length', max_length=77, truncation=True, pad '<|endoftext|>'). "
             "'full_ids' = untruncated [49406] + content + [49407] from tokenizers.Tokenizer.from_file(clip_tokenizer.json). "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build crates/cli/assets/clip_tokenizer.json (Hugging Face `tokenizers` format) for CLIP ViT-L/14.
+"""Build crates/build/assets/clip_tokenizer.json (Hugging Face `tokenizers` format) for CLIP ViT-L/14.
 
 Tools only -- never part of the product path.
 

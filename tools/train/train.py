@@ -37,7 +37,7 @@ import models as M
 SEED = 20261126
 DATA_SEED = 7
 HERE = Path(__file__).resolve().parent
-TOKENIZER = HERE.parents[1] / "crates" / "cli" / "assets" / "clip_tokenizer.json"
+TOKENIZER = HERE.parents[1] / "crates" / "build" / "assets" / "clip_tokenizer.json"
 
 
 def tokenize(texts: list[str]) -> torch.Tensor:

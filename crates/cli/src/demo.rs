@@ -6,13 +6,13 @@
 //! - [`DemoModel::Personalized`]: the image model fine-tuned on another style (stills only) as
 //!   `--personalized`, with the same motion module;
 //! - [`DemoModel::Random`]: the seeded random fixture set of `tools/fixtures` (noise frames; what
-//!   the demo was before the trained model existed).
+//!   a check of the plumbing with no motion to see).
 //!
 //! The trained files are embedded in the binary, so the demo needs no repository checkout.
 
 use std::path::{Path, PathBuf};
 
-use crate::build::{build, BuildOptions};
+use animatediff_build::{build, BuildOptions};
 
 /// The trained demo files (tools/train/README.md says how they were made).
 pub mod files {
@@ -96,11 +96,6 @@ pub fn write_embedded(dir: &Path) -> std::io::Result<[PathBuf; 4]> {
         std::fs::write(&p, b)?;
     }
     Ok(out)
-}
-
-/// The default demo artifact (the trained base model), built if it is not cached yet.
-pub fn artifact(quiet: bool) -> Result<(PathBuf, bool), String> {
-    artifact_of(DemoModel::Base, quiet)
 }
 
 /// A demo artifact, built if it is not cached yet. Returns its directory and whether it was built now.

@@ -1,13 +1,10 @@
-//! Command-line tools of animatediff-onnx: `build-graph` (ONNX export, [`build`]), `animate` (the
-//! runner: [`media`] outputs, [`prompt_config`] batches, the [`demo`] model and the
-//! [`motion_check`] tracker for it) and `inspect`. What both may replace or delete at an output
-//! path is [`out_dir`]'s to decide.
+//! Command-line tools of animatediff-onnx: `build-graph` (ONNX export; the work is
+//! `animatediff_build`'s), `animate` (the runner: [`media`] outputs, [`prompt_config`] batches,
+//! the [`demo`] model and the [`motion_check`] tracker for it) and `inspect`. The binaries parse
+//! arguments and print; this library holds what they share.
 
 pub mod args;
-pub mod build;
 pub mod demo;
 pub mod media;
 pub mod motion_check;
-pub mod out_dir;
 pub mod prompt_config;
-pub mod rebuild;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use animatediff_runtime::Frame;
 
-use crate::out_dir::{self, Claim, Notice};
+use animatediff_build::out_dir::{self, Claim, Notice};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -45,8 +45,8 @@ pub fn centroid(f: &Frame) -> Option<(f32, f32)> {
     for y in 0..h {
         for x in 0..w {
             if x == 0 || y == 0 || x == w - 1 || y == h - 1 {
-                for c in 0..3 {
-                    border[c].push(px(x, y)[c]);
+                for (channel, v) in border.iter_mut().zip(px(x, y)) {
+                    channel.push(*v);
                 }
             }
         }
@@ -113,7 +113,7 @@ pub fn classify((dx, dy): (f32, f32)) -> &'static str {
 
 /// One video from a loaded pipeline: seeded noise (as `animate --seed`), empty negative prompt.
 pub fn generate(p: &mut Pipeline, prompt: &str, seed: u64, steps: usize, guidance: f32) -> animatediff_runtime::Result<Vec<Frame>> {
-    let latents = noise::gaussian(seed, p.shape.latent_len(p.artifact.latent_channels));
+    let latents = noise::gaussian(seed, p.shape.latent_len(p.artifact.latent_channels()));
     let uncond = p.tokenize("")?;
     let cond = p.tokenize(prompt)?;
     let ctx = p.encode(&uncond, &cond)?;

@@ -29,12 +29,12 @@ fn artifacts() -> &'static [(String, PathBuf)] {
         let mut v = Vec::new();
         for mm in ["v1", "v2", "v3"] {
             let out = dir.path().join(format!("artifact_{mm}"));
-            let opts = animatediff_cli::build::BuildOptions {
+            let opts = animatediff_build::BuildOptions {
                 base: Some(set.path("base.safetensors")),
                 quiet: true,
-                ..animatediff_cli::build::BuildOptions::new(set.path(&format!("mm_{mm}.ckpt")), &out)
+                ..animatediff_build::BuildOptions::new(set.path(&format!("mm_{mm}.ckpt")), &out)
             };
-            animatediff_cli::build::build(&opts).unwrap();
+            animatediff_build::build(&opts).unwrap();
             v.push((mm.to_owned(), out));
         }
         (dir, v)
@@ -149,14 +149,14 @@ fn fp16_mha_is_checked_on_tract_and_skipped_on_ort_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let set = animatediff_fixtures::write_fixture_set(&dir.path().join("fx"), animatediff_fixtures::DEFAULT_SEED).unwrap();
     let model = dir.path().join("fp16");
-    let opts = animatediff_cli::build::BuildOptions {
+    let opts = animatediff_build::BuildOptions {
         base: Some(set.path("base.safetensors")),
-        precision: animatediff_cli::build::Precision::Fp16,
-        vae_precision: animatediff_cli::build::Precision::Fp16,
+        precision: animatediff_build::Precision::Fp16,
+        vae_precision: animatediff_build::Precision::Fp16,
         quiet: true,
-        ..animatediff_cli::build::BuildOptions::new(set.path("mm_v2.ckpt"), &model)
+        ..animatediff_build::BuildOptions::new(set.path("mm_v2.ckpt"), &model)
     };
-    animatediff_cli::build::build(&opts).unwrap();
+    animatediff_build::build(&opts).unwrap();
 
     let out = check(&model, &["--ep", "tract"]);
     let table = String::from_utf8_lossy(&out.stdout);

@@ -36,6 +36,17 @@ fn build_graph_binary_succeeds_quietly_and_fails_clearly() {
     assert!(err.starts_with("build-graph: error:") && err.contains("mm_v1.ckpt") && err.contains("mid-block"), "{err}");
     assert!(!dir.path().join("x").exists());
 
+    // the library's error names the option; the binary adds the flag that fixes it
+    let frames = Command::new(env!("CARGO_BIN_EXE_build-graph"))
+        .args(["--base", set.path("base.safetensors").to_str().unwrap()])
+        .args(["--motion-module", set.path("mm_v2.ckpt").to_str().unwrap()])
+        .args(["--frames", "40", "--out", dir.path().join("x").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(frames.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&frames.stderr);
+    assert!(err.contains("frames 40") && err.contains("1 to 32") && err.contains("build-graph: pass --frames 1 to 32"), "{err}");
+
     let usage = Command::new(env!("CARGO_BIN_EXE_build-graph")).args(["--motion-version", "v9"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("v1, v2 or v3"));
@@ -55,6 +66,7 @@ fn inspect_json_reports_what_the_files_hold() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["motion_module"]["version"], "v2");
     assert_eq!(r["motion_module"]["layout"], "Diffusers");
+    assert_eq!(r["motion_module"]["resnet_groupnorm"], "per_frame", "named as in the manifest");
     assert_eq!(r["architecture"]["unet"]["block_out_channels"], serde_json::json!([32, 64, 128, 128]));
     assert_eq!(r["loras"]["weights_changed"], 209);
     assert_eq!(r["loras"]["files"][0]["unmatched_keys"], serde_json::json!([]));

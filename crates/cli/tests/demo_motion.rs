@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use animatediff_cli::build::{build, BuildOptions};
+use animatediff_build::{build, BuildOptions};
 use animatediff_cli::demo;
 use animatediff_cli::motion_check::{self, DIRECTIONS};
 use animatediff_fixtures::tensors::{write_safetensors, Data, Tensor};
@@ -105,13 +105,12 @@ fn setup() -> Setup {
         build(&o).unwrap();
         out
     };
-    let s = Setup {
+    Setup {
         base: b(false, &mm, "base"),
         personalized: b(true, &mm, "personalized"),
         no_motion: b(false, &off, "no_motion"),
         _dir: dir,
-    };
-    s
+    }
 }
 
 fn report(name: &str, r: &Rates, verbose: bool) -> f64 {

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use animatediff_cli::out_dir::{existing, Existing, Kind};
+use animatediff_build::out_dir::{existing, Existing, Kind};
 
 /// The micro fixture set (every width 32): a build takes about half a second.
 fn fixtures() -> &'static animatediff_fixtures::FixtureSet {

@@ -3,99 +3,99 @@
 
 use std::path::{Path, PathBuf};
 
+use animatediff_formats::MotionVersion;
+use onnx_writer::AttentionForm;
+
 use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest, Precision};
 use crate::scheduler::SchedulerConfig;
 
-/// The manifest version this runner understands.
-pub const ARTIFACT_VERSION: u64 = 1;
-
+/// An artifact directory: its manifest, checked to name graph files that are there.
 #[derive(Clone, Debug)]
 pub struct Artifact {
     pub dir: PathBuf,
-    pub manifest: serde_json::Value,
-    pub scheduler: SchedulerConfig,
-    /// Text-encoder width = UNet context width.
-    pub context_dim: usize,
-    pub latent_channels: usize,
-    /// Largest frame count the motion module accepts.
-    pub max_frames: usize,
-    pub motion_version: String,
-    /// The ONNX form of the UNet's and VAE's attentions (manifests before `attention` was
-    /// recorded were all written plain).
-    pub attention: onnx_writer::AttentionForm,
-    /// Attention heads of the UNet's spatial transformers.
-    pub unet_heads: usize,
-    /// Fixed graph dimensions, if the artifact was built with them.
-    pub fixed_frames: Option<usize>,
-    pub fixed_latent_hw: Option<(usize, usize)>,
+    pub manifest: Manifest,
 }
 
 impl Artifact {
+    /// Reads `dir/manifest.json` and checks that every graph it names is there.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let bad = |path: &Path, reason: String| Error::Artifact { path: path.to_path_buf(), reason };
         if !dir.is_dir() {
             return Err(bad(dir, "no such model directory (build one with build-graph, or try `animate --demo`)".into()));
         }
-        let mpath = dir.join("manifest.json");
+        let mpath = dir.join(manifest::FILE_NAME);
         let text = std::fs::read_to_string(&mpath)
             .map_err(|e| bad(&mpath, format!("cannot read the manifest ({e}); is this a build-graph output directory?")))?;
-        let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&mpath, format!("invalid JSON: {e}")))?;
-        let version = manifest["artifact_version"].as_u64();
-        if version != Some(ARTIFACT_VERSION) {
-            return Err(bad(
-                &mpath,
-                format!(
-                    "artifact version {} is not supported by this runner (expects {ARTIFACT_VERSION}); rebuild the model with the matching build-graph",
-                    version.map(|v| v.to_string()).unwrap_or_else(|| "<missing>".into())
-                ),
-            ));
-        }
-        for graph in ["text_encoder", "unet", "vae_decoder"] {
-            let file = manifest["graphs"][graph]["file"].as_str().ok_or_else(|| bad(&mpath, format!("no graphs.{graph}.file")))?;
-            if !dir.join(file).is_file() {
-                return Err(bad(&dir.join(file), "missing (the artifact is incomplete; rebuild it)".into()));
+        let manifest = Manifest::from_json(&text).map_err(|e| bad(&mpath, e.to_string()))?;
+        for (_, graph) in manifest.graphs.iter() {
+            if !dir.join(&graph.file).is_file() {
+                return Err(bad(&dir.join(&graph.file), "missing (the artifact is incomplete; rebuild it)".into()));
             }
         }
-        let scheduler: SchedulerConfig = serde_json::from_value(manifest["scheduler"].clone())
-            .map_err(|e| bad(&mpath, format!("scheduler configuration: {e}")))?;
-        let usize_at = |ptr: &str| -> Result<usize> {
-            manifest.pointer(ptr).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| bad(&mpath, format!("missing {ptr}")))
-        };
-        let unet_in = &manifest["graphs"]["unet"]["inputs"][0]["shape"];
-        let fixed = |i: usize| unet_in.get(i).and_then(|v| v.as_u64()).map(|v| v as usize);
-        let attention = match manifest["attention"].as_str() {
-            None => onnx_writer::AttentionForm::Plain,
-            Some(s) => s.parse().map_err(|e: String| bad(&mpath, format!("attention: {e}")))?,
-        };
-        Ok(Self {
-            attention,
-            unet_heads: usize_at("/architecture/unet/num_attention_heads")?,
-            context_dim: usize_at("/architecture/text_encoder/hidden_size")?,
-            latent_channels: usize_at("/architecture/unet/in_channels")?,
-            max_frames: usize_at("/max_frames")?,
-            motion_version: manifest["motion_version"].as_str().unwrap_or("?").to_owned(),
-            fixed_frames: fixed(2),
-            fixed_latent_hw: fixed(3).zip(fixed(4)),
-            dir: dir.to_path_buf(),
-            manifest,
-            scheduler,
-        })
+        Ok(Self { dir: dir.to_path_buf(), manifest })
     }
 
+    /// The file of `graph` (`text_encoder`, `unet` or `vae_decoder`).
     pub fn graph_path(&self, graph: &str) -> PathBuf {
-        self.dir.join(self.manifest["graphs"][graph]["file"].as_str().unwrap_or_default())
+        self.dir.join(self.manifest.graphs.get(graph).map(|g| g.file.as_str()).unwrap_or_default())
     }
 
     /// Whether `graph` computes in fp16: the text encoder and UNet at `precision`, the VAE
     /// decoder at `vae_precision`.
     pub fn is_fp16(&self, graph: &str) -> bool {
-        let key = if graph == "vae_decoder" { "vae_precision" } else { "precision" };
-        self.manifest[key].as_str() == Some("fp16")
+        self.manifest.precision_of(graph) == Precision::Fp16
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.dir.join(self.manifest["tokenizer"]["file"].as_str().unwrap_or("tokenizer.json"))
+        self.dir.join(&self.manifest.tokenizer.file)
+    }
+
+    pub fn scheduler(&self) -> &SchedulerConfig {
+        &self.manifest.scheduler
+    }
+
+    /// Text-encoder width = UNet context width.
+    pub fn context_dim(&self) -> usize {
+        self.manifest.architecture.text_encoder.hidden_size
+    }
+
+    pub fn latent_channels(&self) -> usize {
+        self.manifest.architecture.unet.in_channels
+    }
+
+    /// Largest frame count the motion module accepts.
+    pub fn max_frames(&self) -> usize {
+        self.manifest.max_frames
+    }
+
+    pub fn motion_version(&self) -> MotionVersion {
+        self.manifest.motion_version
+    }
+
+    /// The ONNX form of the UNet's and VAE's attentions.
+    pub fn attention(&self) -> AttentionForm {
+        self.manifest.attention
+    }
+
+    /// Attention heads of the UNet's spatial transformers.
+    pub fn unet_heads(&self) -> usize {
+        self.manifest.architecture.unet.num_attention_heads
+    }
+
+    /// The frame count the UNet was built for, if it was built with a fixed one.
+    pub fn fixed_frames(&self) -> Option<usize> {
+        self.unet_sample_dim(2)
+    }
+
+    /// The latent height and width the UNet was built for, if fixed.
+    pub fn fixed_latent_hw(&self) -> Option<(usize, usize)> {
+        self.unet_sample_dim(3).zip(self.unet_sample_dim(4))
+    }
+
+    fn unet_sample_dim(&self, axis: usize) -> Option<usize> {
+        self.manifest.graphs.unet.inputs.first()?.shape.get(axis)?.fixed()
     }
 }
 

@@ -17,7 +17,7 @@ const LARGE_LATENT_PIXELS: usize = 32 * 32;
 /// Why `ep` cannot run `graph` of `artifact`, if it cannot: ONNX Runtime's CPU provider has no
 /// fp16 kernel for `com.microsoft.MultiHeadAttention` (the text encoder's attention is plain).
 pub fn cannot_run(artifact: &Artifact, ep: Ep, graph: &str) -> Option<String> {
-    (ep == Ep::Cpu && artifact.attention == AttentionForm::Mha && graph != "text_encoder" && artifact.is_fp16(graph)).then(|| {
+    (ep == Ep::Cpu && artifact.attention() == AttentionForm::Mha && graph != "text_encoder" && artifact.is_fp16(graph)).then(|| {
         format!(
             "{}: this fp16 model's {graph} attentions are com.microsoft.MultiHeadAttention, which ONNX Runtime's CPU provider has no fp16 kernel for; run it with --ep tract (or cuda / directml), or rebuild it with --attention plain or in fp32",
             artifact.dir.display()
@@ -27,13 +27,13 @@ pub fn cannot_run(artifact: &Artifact, ep: Ep, graph: &str) -> Option<String> {
 
 /// Warnings for running `artifact` on `ep` at `shape`; an error when `ep` cannot run it at all.
 pub fn check(artifact: &Artifact, ep: Ep, shape: VideoShape) -> Result<Vec<String>> {
-    let form = artifact.attention;
+    let form = artifact.attention();
     if let Some(reason) = ["unet", "vae_decoder"].into_iter().find_map(|g| cannot_run(artifact, ep, g)) {
         return Err(Error::Input(reason));
     }
     let pixels = (shape.height / 8) * (shape.width / 8);
     // the largest score matrix: the first level's spatial self-attention, CFG batch 2 x frames
-    let score_gb = (2 * shape.frames * artifact.unet_heads) as f64 * (pixels as f64).powi(2) * 4.0 / 1e9;
+    let score_gb = (2 * shape.frames * artifact.unet_heads()) as f64 * (pixels as f64).powi(2) * 4.0 / 1e9;
     let scores_built = match ep {
         Ep::Cpu => form.materialises_scores_on_ort_cpu(),
         Ep::Tract | Ep::Cuda | Ep::DirectMl => form == AttentionForm::Plain,

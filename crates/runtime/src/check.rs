@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::artifact::Artifact;
 use crate::backend::{Runtime, Tensor};
 use crate::error::{Error, Result};
+use crate::manifest::{DType, Precision};
 use crate::noise;
 use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
 
@@ -40,7 +41,7 @@ impl SmallShapes {
     }
 
     pub fn of(a: &Artifact) -> Self {
-        Self::new(a.latent_channels, a.context_dim, a.max_frames, a.fixed_frames, a.fixed_latent_hw)
+        Self::new(a.latent_channels(), a.context_dim(), a.max_frames(), a.fixed_frames(), a.fixed_latent_hw())
     }
 }
 
@@ -142,15 +143,13 @@ pub fn read_bundle(path: &Path, artifact: &Artifact) -> Result<Vec<Case>> {
         })
     };
     let mut cases = Vec::new();
-    for graph in ["text_encoder", "unet", "vae_decoder"] {
-        let g = &artifact.manifest["graphs"][graph];
+    for (graph, g) in artifact.manifest.graphs.iter() {
         let mut inputs = Vec::new();
-        for i in g["inputs"].as_array().into_iter().flatten() {
-            let name = i["name"].as_str().unwrap_or_default().to_owned();
-            let t = read(&format!("{graph}.{name}"), i["dtype"] == "int64")?;
-            inputs.push((name, t));
+        for i in &g.inputs {
+            let t = read(&format!("{graph}.{}", i.name), i.dtype == DType::Int64)?;
+            inputs.push((i.name.clone(), t));
         }
-        let output = g["outputs"][0]["name"].as_str().unwrap_or_default().to_owned();
+        let output = g.outputs.first().map(|o| o.name.clone()).unwrap_or_default();
         let expected = match read(&format!("{graph}.{output}"), false)? {
             Tensor::F32 { shape, data } => Some((shape, data)),
             _ => None,
@@ -224,10 +223,10 @@ pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), refere
 /// Verifies every file listed in the manifest against its SHA-256.
 pub fn verify_files(a: &Artifact) -> Row {
     let mut bad = Vec::new();
-    let files = a.manifest["files"].as_object().cloned().unwrap_or_default();
-    for (name, sha) in &files {
+    let files = &a.manifest.files;
+    for (name, sha) in files {
         let got = crate::artifact::sha256_file(&a.dir.join(name)).ok();
-        if got.as_deref() != sha.as_str() {
+        if got.as_ref() != Some(sha) {
             bad.push(name.clone());
         }
     }
@@ -245,7 +244,7 @@ pub fn verify_files(a: &Artifact) -> Row {
 
 /// The default tolerance (relative to max |reference|) for an artifact's precision.
 pub fn default_tolerance(a: &Artifact) -> f64 {
-    if a.manifest["precision"] == "fp16" {
+    if a.manifest.precision == Precision::Fp16 {
         3e-2
     } else {
         1e-4

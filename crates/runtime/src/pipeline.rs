@@ -55,19 +55,19 @@ impl Pipeline {
                 return Err(Error::Input(format!("--{name} {v} is not a positive multiple of 8 (the VAE's factor)")));
             }
         }
-        if frames == 0 || frames > artifact.max_frames {
+        if frames == 0 || frames > artifact.max_frames() {
             return Err(Error::Input(format!(
                 "--frames {frames}: this model's {} motion module accepts 1 to {} frames",
-                artifact.motion_version, artifact.max_frames
+                artifact.motion_version(), artifact.max_frames()
             )));
         }
         let (h, w) = (height / 8, width / 8);
-        if let Some(f) = artifact.fixed_frames {
+        if let Some(f) = artifact.fixed_frames() {
             if f != frames {
                 return Err(Error::Input(format!("--frames {frames}: the model was built for exactly {f} frames (build-graph --frames)")));
             }
         }
-        if let Some((fh, fw)) = artifact.fixed_latent_hw {
+        if let Some((fh, fw)) = artifact.fixed_latent_hw() {
             if (fh, fw) != (h, w) {
                 return Err(Error::Input(format!(
                     "{width}x{height}: the model was built for exactly {}x{} pixels (build-graph --width/--height)",
@@ -77,10 +77,10 @@ impl Pipeline {
             }
         }
         let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
-        let scheduler = Ddim::new(artifact.scheduler.clone())
+        let scheduler = Ddim::new(artifact.scheduler().clone())
             .map_err(|reason| Error::Artifact { path: artifact.dir.join("manifest.json"), reason })?;
         let tokenizer = ClipTokenizer::from_file(&artifact.tokenizer_path())?;
-        let (c, d) = (artifact.latent_channels, artifact.context_dim);
+        let (c, d) = (artifact.latent_channels(), artifact.context_dim());
         progress("text encoder");
         let text_encoder = runtime.load(&artifact.graph_path("text_encoder"), &[(vec![2, MAX_LENGTH], true)])?;
         progress("UNet");
@@ -109,16 +109,16 @@ impl Pipeline {
     /// Runs `steps` DDIM steps from `latents` `(1, 4, F, h, w)` with guidance `scale`; calls
     /// `on_step(i, t)` after each.
     pub fn sample(&mut self, context: &[f32], mut latents: Vec<f32>, steps: usize, scale: f32, mut on_step: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
-        let c = self.artifact.latent_channels;
+        let c = self.artifact.latent_channels();
         let n = self.shape.latent_len(c);
         if latents.len() != n {
             return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), self.shape.frames, self.shape.height / 8, self.shape.width / 8)));
         }
-        if steps == 0 || steps > self.artifact.scheduler.num_train_timesteps {
-            return Err(Error::Input(format!("--steps {steps}: expected 1 to {}", self.artifact.scheduler.num_train_timesteps)));
+        if steps == 0 || steps > self.artifact.scheduler().num_train_timesteps {
+            return Err(Error::Input(format!("--steps {steps}: expected 1 to {}", self.artifact.scheduler().num_train_timesteps)));
         }
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
-        let d = self.artifact.context_dim;
+        let d = self.artifact.context_dim();
         for (i, t) in self.scheduler.timesteps(steps).into_iter().enumerate() {
             let doubled: Vec<f32> = latents.iter().chain(&latents).copied().collect();
             let (_, eps) = self.unet.run(&[
@@ -137,7 +137,7 @@ impl Pipeline {
 
     /// Decodes `(1, 4, F, h, w)` latents one frame at a time, as the official code.
     pub fn decode(&mut self, latents: &[f32], mut on_frame: impl FnMut(usize)) -> Result<Vec<Frame>> {
-        let c = self.artifact.latent_channels;
+        let c = self.artifact.latent_channels();
         let VideoShape { frames, height, width } = self.shape;
         let hw = (height / 8) * (width / 8);
         let mut out = Vec::with_capacity(frames);

@@ -22,6 +22,25 @@ pub struct SchedulerConfig {
     pub eta: f64,
 }
 
+impl SchedulerConfig {
+    /// The scheduler the official code samples every SD1.5 motion module with (spec §8.1).
+    pub fn animatediff_ddim() -> Self {
+        Self {
+            kind: "DDIM".into(),
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "linear".into(),
+            steps_offset: 1,
+            clip_sample: false,
+            set_alpha_to_one: true,
+            prediction_type: "epsilon".into(),
+            timestep_spacing: "leading".into(),
+            eta: 0.0,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Ddim {
     pub config: SchedulerConfig,
@@ -87,19 +106,7 @@ mod tests {
     use super::*;
 
     pub fn official() -> SchedulerConfig {
-        SchedulerConfig {
-            kind: "DDIM".into(),
-            num_train_timesteps: 1000,
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: "linear".into(),
-            steps_offset: 1,
-            clip_sample: false,
-            set_alpha_to_one: true,
-            prediction_type: "epsilon".into(),
-            timestep_spacing: "leading".into(),
-            eta: 0.0,
-        }
+        SchedulerConfig::animatediff_ddim()
     }
 
     #[test]

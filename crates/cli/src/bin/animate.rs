@@ -17,7 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use animatediff_cli::out_dir::Notice;
+use animatediff_build::out_dir::Notice;
 use animatediff_cli::{demo, media, prompt_config};
 use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
@@ -190,7 +190,6 @@ fn notify(n: &Notice) {
 }
 
 fn run(mut args: Args) -> Result<(), String> {
-    let quiet = args.quiet;
     args.demo |= args.demo_model.is_some();
     if args.model.is_none() && !args.demo {
         return Err("--model DIR is required (or --demo)".into());
@@ -206,69 +205,9 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.config.is_none() {
         media::check(&out, format, &notify)?; // before any work
     }
-    let (model, demo_defaults) = if args.demo {
-        let spinner = bar(quiet, 1, "demo model");
-        let (dir, built) = demo::artifact_of(args.demo_model.unwrap_or(demo::DemoModel::Base), true)?;
-        spinner.finish_and_clear();
-        if built && !quiet {
-            eprintln!("animate: built the demo model into {}", dir.display());
-        }
-        (dir, true)
-    } else {
-        (args.model.clone().expect("clap requires --model"), false)
-    };
+    let model = model_dir(&args)?;
     let artifact = Artifact::open(&model).map_err(|e| e.to_string())?;
-    let default_px = if demo_defaults { 64 } else { 512 };
-    let default_guidance = if demo_defaults { demo::DEFAULT_GUIDANCE } else { 7.5 };
-    let base_shape = VideoShape {
-        frames: args.frames.unwrap_or(16),
-        height: args.height.unwrap_or(default_px),
-        width: args.width.unwrap_or(default_px),
-    };
-
-    // The jobs: one prompt, a prompt config, or the demo prompt.
-    let mut jobs = Vec::new();
-    if let Some(cfg) = &args.config {
-        if media::Format::of(&out) != media::Format::PngDir {
-            return Err(format!("--config writes one output per prompt: --out must be a directory, not {}", out.display()));
-        }
-        let (list, notes) = prompt_config::load(cfg)?;
-        for n in notes {
-            eprintln!("animate: {}: {n}", cfg.display());
-        }
-        for (i, j) in list.into_iter().enumerate() {
-            let shape = VideoShape {
-                frames: args.frames.or(j.frames).unwrap_or(16),
-                height: args.height.or(j.height).unwrap_or(default_px),
-                width: args.width.or(j.width).unwrap_or(default_px),
-            };
-            let ext = "gif";
-            jobs.push(Job {
-                out: out.join(format!("{i:03}-{}.{ext}", slug(&j.prompt))),
-                format: media::Format::Gif,
-                name: j.name,
-                prompt: j.prompt,
-                negative: j.negative,
-                seed: j.seed,
-                steps: j.steps.unwrap_or(args.steps),
-                guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
-                shape,
-            });
-        }
-    } else {
-        let prompt = args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into());
-        jobs.push(Job {
-            name: "prompt".into(),
-            prompt,
-            negative: args.negative.clone(),
-            seed: args.seed,
-            steps: args.steps,
-            guidance: args.guidance.unwrap_or(default_guidance),
-            shape: base_shape,
-            out: out.clone(),
-            format,
-        });
-    }
+    let jobs = jobs(&args, &out, format)?;
     if args.config.is_some() {
         for job in &jobs {
             media::check(&job.out, job.format, &notify)?;
@@ -277,7 +216,6 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.latents_in.is_some() && jobs.len() > 1 {
         return Err("--latents-in applies to a single prompt, not to a --config batch".into());
     }
-
     let runtime = Runtime::new(RuntimeOptions {
         ep: args.ep,
         fallback: args.ep_fallback,
@@ -289,66 +227,132 @@ fn run(mut args: Args) -> Result<(), String> {
     for n in &runtime.notes {
         eprintln!("animate: {n}");
     }
-
     let mut pipeline: Option<Pipeline> = None;
     for job in jobs {
         if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
             drop(pipeline.take()); // free the previous shape's graphs before loading the next (peak memory)
-            let loading = bar(quiet, 3, "loading");
-            let p = Pipeline::load(artifact.clone(), &runtime, job.shape, |what| {
-                loading.set_message(format!("loading {what}"));
-                loading.inc(1);
-            })
-            .map_err(|e| e.to_string())?;
-            loading.finish_and_clear();
-            for w in &p.warnings {
-                eprintln!("animate: warning: {w}");
-            }
-            pipeline = Some(p);
+            pipeline = Some(load(&artifact, &runtime, job.shape, args.quiet)?);
         }
-        let p = pipeline.as_mut().unwrap();
-        let start = Instant::now();
-        let c = artifact.latent_channels;
-        let latent_shape = [1, c, job.shape.frames, job.shape.height / 8, job.shape.width / 8];
-        let (latents, seed) = match &args.latents_in {
-            Some(path) => (read_latents(path, &latent_shape)?, None),
-            None => {
-                let seed = job.seed.unwrap_or_else(random_seed);
-                (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))
-            }
-        };
-        let uncond = p.tokenize(&job.negative).map_err(|e| e.to_string())?;
-        let cond = p.tokenize(&job.prompt).map_err(|e| e.to_string())?;
-        let ctx = p.encode(&uncond, &cond).map_err(|e| e.to_string())?;
-        let steps = bar(quiet, job.steps as u64, "denoising");
-        let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(|e| e.to_string())?;
-        steps.finish_and_clear();
-        if let Some(path) = &args.latents_out {
-            write_latents(path, &latent_shape, &latents)?;
+        render(&args, &job, pipeline.as_mut().expect("loaded above"), &runtime)?;
+    }
+    Ok(())
+}
+
+/// The artifact directory: `--model`, or the demo model (built into its cache if not there).
+fn model_dir(args: &Args) -> Result<PathBuf, String> {
+    if !args.demo {
+        return Ok(args.model.clone().expect("run() checked --model"));
+    }
+    let spinner = bar(args.quiet, 1, "demo model");
+    let (dir, built) = demo::artifact_of(args.demo_model.unwrap_or(demo::DemoModel::Base), true)?;
+    spinner.finish_and_clear();
+    if built && !args.quiet {
+        eprintln!("animate: built the demo model into {}", dir.display());
+    }
+    Ok(dir)
+}
+
+/// The jobs: one prompt, a prompt config's, or the demo prompt.
+fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, String> {
+    let default_px = if args.demo { 64 } else { 512 };
+    let default_guidance = if args.demo { demo::DEFAULT_GUIDANCE } else { 7.5 };
+    let shape = |frames: Option<usize>, height: Option<usize>, width: Option<usize>| VideoShape {
+        frames: args.frames.or(frames).unwrap_or(16),
+        height: args.height.or(height).unwrap_or(default_px),
+        width: args.width.or(width).unwrap_or(default_px),
+    };
+    let Some(cfg) = &args.config else {
+        return Ok(vec![Job {
+            name: "prompt".into(),
+            prompt: args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into()),
+            negative: args.negative.clone(),
+            seed: args.seed,
+            steps: args.steps,
+            guidance: args.guidance.unwrap_or(default_guidance),
+            shape: shape(None, None, None),
+            out: out.to_path_buf(),
+            format,
+        }]);
+    };
+    if media::Format::of(out) != media::Format::PngDir {
+        return Err(format!("--config writes one output per prompt: --out must be a directory, not {}", out.display()));
+    }
+    let (list, notes) = prompt_config::load(cfg)?;
+    for n in notes {
+        eprintln!("animate: {}: {n}", cfg.display());
+    }
+    let job = |(i, j): (usize, prompt_config::Job)| Job {
+        out: out.join(format!("{i:03}-{}.gif", slug(&j.prompt))),
+        format: media::Format::Gif,
+        shape: shape(j.frames, j.height, j.width),
+        name: j.name,
+        prompt: j.prompt,
+        negative: j.negative,
+        seed: j.seed,
+        steps: j.steps.unwrap_or(args.steps),
+        guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
+    };
+    Ok(list.into_iter().enumerate().map(job).collect())
+}
+
+/// The pipeline for one video shape, with a progress bar over its graphs.
+fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, quiet: bool) -> Result<Pipeline, String> {
+    let loading = bar(quiet, 3, "loading");
+    let p = Pipeline::load(artifact.clone(), runtime, shape, |what| {
+        loading.set_message(format!("loading {what}"));
+        loading.inc(1);
+    })
+    .map_err(|e| e.to_string())?;
+    loading.finish_and_clear();
+    for w in &p.warnings {
+        eprintln!("animate: warning: {w}");
+    }
+    Ok(p)
+}
+
+/// One job: noise (or `--latents-in`), prompts, sampling, decoding, the output file.
+fn render(args: &Args, job: &Job, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
+    let quiet = args.quiet;
+    let start = Instant::now();
+    let c = p.artifact.latent_channels();
+    let latent_shape = [1, c, job.shape.frames, job.shape.height / 8, job.shape.width / 8];
+    let (latents, seed) = match &args.latents_in {
+        Some(path) => (read_latents(path, &latent_shape)?, None),
+        None => {
+            let seed = job.seed.unwrap_or_else(random_seed);
+            (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))
         }
-        let decoding = bar(quiet, job.shape.frames as u64, "decoding");
-        let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(|e| e.to_string())?;
-        decoding.finish_and_clear();
-        media::write(&job.out, job.format, &frames, args.fps, &notify)?;
-        if !quiet {
-            eprintln!(
-                "animate: {} -> {} ({} frames {}x{}, {} steps, guidance {}, {}, {} on {}, {:.1}s)",
-                job.name,
-                job.out.display(),
-                frames.len(),
-                job.shape.width,
-                job.shape.height,
-                job.steps,
-                job.guidance,
-                seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "latents from --latents-in".into()),
-                artifact.motion_version,
-                runtime.ep,
-                start.elapsed().as_secs_f64()
-            );
-        } else if job.seed.is_none() && args.latents_in.is_none() {
-            // a random seed is always reported, so the video can be made again
-            eprintln!("animate: {}: seed {}", job.name, seed.unwrap_or_default());
-        }
+    };
+    let uncond = p.tokenize(&job.negative).map_err(|e| e.to_string())?;
+    let cond = p.tokenize(&job.prompt).map_err(|e| e.to_string())?;
+    let ctx = p.encode(&uncond, &cond).map_err(|e| e.to_string())?;
+    let steps = bar(quiet, job.steps as u64, "denoising");
+    let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(|e| e.to_string())?;
+    steps.finish_and_clear();
+    if let Some(path) = &args.latents_out {
+        write_latents(path, &latent_shape, &latents)?;
+    }
+    let decoding = bar(quiet, job.shape.frames as u64, "decoding");
+    let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(|e| e.to_string())?;
+    decoding.finish_and_clear();
+    media::write(&job.out, job.format, &frames, args.fps, &notify)?;
+    if !quiet {
+        let seed = seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "latents from --latents-in".into());
+        let (name, out, shape) = (&job.name, job.out.display(), job.shape);
+        eprintln!(
+            "animate: {name} -> {out} ({} frames {}x{}, {} steps, guidance {}, {seed}, {} on {}, {:.1}s)",
+            frames.len(),
+            shape.width,
+            shape.height,
+            job.steps,
+            job.guidance,
+            p.artifact.motion_version(),
+            runtime.ep,
+            start.elapsed().as_secs_f64()
+        );
+    } else if job.seed.is_none() && args.latents_in.is_none() {
+        // a random seed is always reported, so the video can be made again
+        eprintln!("animate: {}: seed {}", job.name, seed.unwrap_or_default());
     }
     Ok(())
 }
@@ -361,7 +365,7 @@ fn check(a: CheckArgs) -> Result<bool, String> {
     let runtime = Runtime::new(options(a.ep)).map_err(|e| e.to_string())?;
     let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
     let mut rows = vec![check::verify_files(&artifact)];
-    let graph_file = |graph: &str| artifact.manifest["graphs"][graph]["file"].as_str().unwrap_or_default().to_owned();
+    let graph_file = |graph: &str| artifact.manifest.graphs.get(graph).map(|g| g.file.clone()).unwrap_or_default();
     match a.against {
         Some(other) => {
             let reference = Runtime::new(options(other)).map_err(|e| e.to_string())?;
@@ -380,8 +384,8 @@ fn check(a: CheckArgs) -> Result<bool, String> {
         None => {
             let bundle = match &a.golden {
                 Some(p) => p.clone(),
-                None => match artifact.manifest["golden"]["file"].as_str() {
-                    Some(f) => artifact.dir.join(f),
+                None => match &artifact.manifest.golden {
+                    Some(g) => artifact.dir.join(&g.file),
                     None => return Err(format!("{}: the artifact has no golden bundle (built with --no-golden); use --against or --golden", a.model.display())),
                 },
             };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use animatediff_cli::build::{build, BuildOptions, Precision};
+use animatediff_build::{build, BuildOptions, Error, Precision};
 
 #[derive(Parser)]
 #[command(version, about = "Bake SD1.5 + personalised checkpoint + LoRAs + AnimateDiff motion module into ONNX")]
@@ -74,7 +74,42 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let opts = BuildOptions {
+    let opts = options(a);
+    let start = std::time::Instant::now();
+    match build(&opts) {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("build-graph: warning: {w}");
+            }
+            if !opts.quiet && report.reused_bytes > 0 {
+                eprintln!(
+                    "build-graph: re-used {:.2} GB of UNet weights no LoRA changes from the previous artifact (only LoRA multipliers changed; --no-reuse writes everything)",
+                    report.reused_bytes as f64 / 1e9
+                );
+            }
+            if !opts.quiet {
+                eprintln!(
+                    "build-graph: wrote {} ({} motion module, {} LoRA(s)) in {:.1}s",
+                    report.out.display(),
+                    report.manifest.motion_version,
+                    opts.loras.len(),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("build-graph: error: {e}");
+            if let Some(hint) = flag_hint(&e) {
+                eprintln!("build-graph: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(a: Args) -> BuildOptions {
+    BuildOptions {
         base: a.model.base,
         personalized: a.model.personalized,
         loras: a.model.loras,
@@ -97,33 +132,17 @@ fn main() -> ExitCode {
         reuse: !a.no_reuse,
         force: a.force,
         on_notice: |n| eprintln!("build-graph: {n}"),
-    };
-    let start = std::time::Instant::now();
-    match build(&opts) {
-        Ok(report) => {
-            for w in &report.warnings {
-                eprintln!("build-graph: warning: {w}");
-            }
-            if !opts.quiet && report.reused_bytes > 0 {
-                eprintln!(
-                    "build-graph: re-used {:.2} GB of UNet weights no LoRA changes from the previous artifact (only LoRA multipliers changed; --no-reuse writes everything)",
-                    report.reused_bytes as f64 / 1e9
-                );
-            }
-            if !opts.quiet {
-                eprintln!(
-                    "build-graph: wrote {} ({} motion module, {} LoRA(s)) in {:.1}s",
-                    report.out.display(),
-                    report.manifest["motion_version"].as_str().unwrap_or("?"),
-                    opts.loras.len(),
-                    start.elapsed().as_secs_f64()
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("build-graph: error: {e}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+/// The flag that fixes an error the library names by its option.
+fn flag_hint(e: &Error) -> Option<String> {
+    Some(match e {
+        Error::NotMultipleOf8 { option, .. } => format!("check --{option}"),
+        Error::NoModel => "pass --base and/or --personalized".into(),
+        Error::MissingComponents { .. } => "pass a --base model that has them".into(),
+        Error::Frames { max, .. } => format!("pass --frames 1 to {max}, or leave it out for any count"),
+        Error::LoraUnmatched { .. } => "pass --lora-ignore-unmatched to apply the keys that do match".into(),
+        _ => return None,
+    })
 }

@@ -13,10 +13,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::json;
 
-use animatediff_formats::{
-    arch, ComponentKind, LoadOptions, Lora, LoraSet, LoraSpec, ModelArch, MotionModule,
-    SdCheckpoint, TensorFile,
-};
+use animatediff_build::model::{self, Checkpoints};
+use animatediff_formats::{ComponentWeights, LoadOptions, LoraScaling, LoraSet, LoraSpec, MotionModule, TensorFile};
+use animatediff_runtime::manifest::ResnetGroupNorm;
 
 #[derive(Parser)]
 #[command(version, about = "Show what AnimateDiff model files hold, as build-graph reads them")]
@@ -88,14 +87,12 @@ fn file_summary(path: &Path) -> animatediff_formats::Result<serde_json::Value> {
     }))
 }
 
-fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
-    let opts = LoadOptions { use_ema: args.ema };
+fn run(args: &Args) -> Result<serde_json::Value, animatediff_build::Error> {
     let mut report = serde_json::Map::new();
     let mut files = Vec::new();
-
-    let base = args.model.base.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
-    let personal = args.model.personalized.as_ref().map(|p| SdCheckpoint::open(p, &opts)).transpose()?;
-    for (role, ck) in [("base", &base), ("personalized", &personal)] {
+    let (base, personalized) = (args.model.base.as_deref(), args.model.personalized.as_deref());
+    let checkpoints = Checkpoints::open(base, personalized, &LoadOptions { use_ema: args.ema })?;
+    for (role, ck) in [("base", &checkpoints.base), ("personalized", &checkpoints.personalized)] {
         if let Some(ck) = ck {
             files.push(json!({
                 "role": role,
@@ -106,91 +103,66 @@ fn run(args: &Args) -> animatediff_formats::Result<serde_json::Value> {
             }));
         }
     }
-    let model = match (personal, base) {
-        (Some(p), Some(b)) => Some(p.over(b)),
-        (p, b) => p.or(b),
-    };
-
+    let model = checkpoints.merged();
     if let Some(model) = &model {
-        let mut a = ModelArch::default();
-        if let Some(u) = &model.unet {
-            a.unet = arch::infer_unet(u)?;
-        }
-        if let Some(t) = &model.text_encoder {
-            a.text_encoder = arch::infer_text_encoder(t)?;
-        }
-        if let Some(v) = &model.vae {
-            a.vae = arch::infer_vae(v)?;
-        }
-        arch::apply_diffusers_configs(&mut a, &model.configs);
-        let (a, source) = match &args.model.arch {
-            Some(p) => (arch::apply_overrides(&a, p)?, p.clone()),
-            None => (a, model.source.clone()),
-        };
-        a.validate(&source)?;
-        let mut from = BTreeMap::new();
-        for k in [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder] {
-            from.insert(
-                k.to_string(),
-                model.component(k).map(|c| c.files()).unwrap_or_default(),
-            );
-        }
+        let (a, _) = model::architecture(model, args.model.arch.as_deref())?;
+        let from: BTreeMap<String, Vec<PathBuf>> =
+            model::COMPONENTS.into_iter().map(|k| (k.to_string(), model.component(k).map(|c| c.files()).unwrap_or_default())).collect();
         report.insert("components_from".into(), json!(from));
         report.insert("architecture".into(), serde_json::to_value(&a).unwrap());
     }
-
     let motion = args.motion_module.as_ref().map(|p| MotionModule::open(p, args.model.motion_version)).transpose()?;
     if let Some(mm) = &motion {
         files.push(json!({ "role": "motion module", "file": file_summary(&mm.source)? }));
-        report.insert(
-            "motion_module".into(),
-            json!({
-                "version": mm.version.to_string(),
-                "detected_version": mm.detected.map(|v| v.to_string()),
-                "layout": format!("{:?}", mm.layout),
-                "sites": mm.sites.len(),
-                "mid_block": mm.has_mid_block,
-                "positional_table_length": mm.pe_len,
-                "max_frames": mm.max_frames(),
-                "resnet_groupnorm": if mm.version.per_frame_resnet_groupnorm() { "per frame" } else { "across frames" },
-                "unrecognized_keys": mm.unrecognized,
-            }),
-        );
+        report.insert("motion_module".into(), motion_summary(mm));
     }
-
     if !args.model.loras.is_empty() {
-        let mut components = Vec::new();
+        let mut components: Vec<&ComponentWeights> = Vec::new();
         if let Some(m) = &model {
-            components.extend(m.unet.iter());
-            components.extend(m.text_encoder.iter());
+            components.extend(m.unet.iter().chain(m.text_encoder.iter()));
         }
-        if let Some(mm) = &motion {
-            components.push(&mm.weights);
-        }
-        let mut loras = Vec::new();
-        let mut per_file = Vec::new();
+        components.extend(motion.as_ref().map(|mm| &mm.weights));
         for spec in &args.model.loras {
-            let lora = Lora::open(&spec.path)?;
             files.push(json!({ "role": "LoRA", "file": file_summary(&spec.path)? }));
-            let r = lora.resolve(&components)?;
-            per_file.push(json!({
-                "path": spec.path,
-                "multiplier": format!("{}", spec.multiplier).parse::<f64>().unwrap_or(f64::NAN),
-                "format": format!("{:?}", lora.format),
-                "modules": lora.len(),
-                "matched": r.targets.len(),
-                "unmatched_keys": r.unmatched,
-            }));
-            loras.push((lora, spec.multiplier));
         }
-        let set = LoraSet::new(loras, args.model.lora_scaling, &components)?;
-        report.insert(
-            "loras".into(),
-            json!({ "scaling": args.model.lora_scaling.to_string(), "weights_changed": set.num_targets(), "files": per_file }),
-        );
+        report.insert("loras".into(), lora_summary(&args.model.loras, args.model.lora_scaling, &components)?);
     }
     report.insert("files".into(), json!(files));
     Ok(serde_json::Value::Object(report))
+}
+
+fn motion_summary(mm: &MotionModule) -> serde_json::Value {
+    json!({
+        "version": mm.version.to_string(),
+        "detected_version": mm.detected.map(|v| v.to_string()),
+        "layout": format!("{:?}", mm.layout),
+        "sites": mm.sites.len(),
+        "mid_block": mm.has_mid_block,
+        "positional_table_length": mm.pe_len,
+        "max_frames": mm.max_frames(),
+        "resnet_groupnorm": ResnetGroupNorm::of(mm.version).to_string(),
+        "unrecognized_keys": mm.unrecognized,
+    })
+}
+
+/// What each LoRA matches, as a build would apply them.
+fn lora_summary(specs: &[LoraSpec], scaling: LoraScaling, components: &[&ComponentWeights]) -> animatediff_formats::Result<serde_json::Value> {
+    let (found, loras) = model::resolve_loras(specs, components)?;
+    let per_file: Vec<_> = found
+        .iter()
+        .map(|l| {
+            json!({
+                "path": l.spec.path,
+                "multiplier": l.multiplier(),
+                "format": l.format,
+                "modules": l.modules,
+                "matched": l.matched,
+                "unmatched_keys": l.unmatched,
+            })
+        })
+        .collect();
+    let set = LoraSet::new(loras, scaling, components)?;
+    Ok(json!({ "scaling": scaling.to_string(), "weights_changed": set.num_targets(), "files": per_file }))
 }
 
 fn print_text(r: &serde_json::Value) {

@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::{ARTIFACT_FORMAT, ARTIFACT_VERSION};
+use animatediff_runtime::manifest::{FORMAT as ARTIFACT_FORMAT, VERSION as ARTIFACT_VERSION};
 
 /// The marker file in each temporary directory: JSON naming the owner process.
 pub const OWNER_MARKER: &str = ".animatediff-onnx-owner";

@@ -1,0 +1,137 @@
+//! What a build is asked to do ([`BuildOptions`], one field per `build-graph` option) and what
+//! it did ([`BuildReport`]).
+
+use std::path::{Path, PathBuf};
+
+use animatediff_formats::{LoraScaling, LoraSpec, MotionVersion};
+use animatediff_runtime::{Manifest, Precision};
+use onnx_writer::AttentionForm;
+
+use crate::error::Error;
+use crate::out_dir::Notice;
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Base SD1.5 model: a single-file checkpoint or a diffusers folder.
+    pub base: Option<PathBuf>,
+    /// Personalised checkpoint; replaces every component of the base model it has.
+    pub personalized: Option<PathBuf>,
+    pub loras: Vec<LoraSpec>,
+    pub lora_scaling: LoraScaling,
+    /// Apply a LoRA even when some of its keys match no weight (they are listed as warnings).
+    pub lora_ignore_unmatched: bool,
+    pub motion_module: PathBuf,
+    /// Overrides the motion-module version detected from keys and shapes.
+    pub motion_version: Option<MotionVersion>,
+    /// JSON overriding inferred architecture fields.
+    pub arch: Option<PathBuf>,
+    /// Fixed frame count, image height and width in pixels (symbolic when `None`).
+    pub frames: Option<usize>,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub precision: Precision,
+    /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, spec §7).
+    pub vae_precision: Precision,
+    pub out: PathBuf,
+    /// The ONNX opset (raised to 23 when `attention` is `Sdpa`, which needs it).
+    pub opset: i64,
+    /// The ONNX form of the UNet's and VAE's attentions (CLIP's causal attention is always
+    /// plain); see [`AttentionForm`].
+    pub attention: AttentionForm,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Largest external-data file (default just under 2 GiB); more files are written beyond it.
+    pub max_file_bytes: u64,
+    /// Store a golden bundle (`golden.npz`: seeded small inputs and tract's outputs) so that
+    /// `animate check` works anywhere without the source checkpoints.
+    pub golden: bool,
+    /// Re-use what the artifact already at `out` can give (input hashes of unchanged files; the
+    /// UNet's stable weights when only LoRA multipliers changed); see [`crate::reuse`].
+    pub reuse: bool,
+    /// Replace a directory at `out` that is not a complete artifact of ours: only the files its
+    /// manifest lists are replaced, every other file stays (see [`crate::out_dir`]).
+    pub force: bool,
+    /// Told what happens at `out` beside the build: waiting for another build's lock, stale
+    /// temporaries removed or left.
+    pub on_notice: fn(&Notice),
+}
+
+impl BuildOptions {
+    /// The defaults of the `build-graph` command line: no base, personalised model or LoRAs yet,
+    /// official LoRA scaling, detected motion version, symbolic shapes, fp32, opset 17, files
+    /// under 2 GiB, progress bar shown.
+    pub fn new(motion_module: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            base: None,
+            personalized: None,
+            loras: Vec::new(),
+            lora_scaling: LoraScaling::Official,
+            lora_ignore_unmatched: false,
+            motion_module: motion_module.into(),
+            motion_version: None,
+            arch: None,
+            frames: None,
+            height: None,
+            width: None,
+            precision: Precision::Fp32,
+            vae_precision: Precision::Fp32,
+            out: out.into(),
+            opset: onnx_writer::DEFAULT_OPSET,
+            attention: AttentionForm::default(),
+            quiet: false,
+            max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
+            golden: true,
+            reuse: true,
+            force: false,
+            on_notice: |_| {},
+        }
+    }
+
+    /// Checks what needs no file: image sizes are multiples of the VAE's factor 8.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        for (option, v) in [("height", self.height), ("width", self.width)] {
+            if let Some(px) = v {
+                if px == 0 || px % 8 != 0 {
+                    return Err(Error::NotMultipleOf8 { option, px });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every input file given, which must lie outside `out`.
+    pub(crate) fn input_paths(&self) -> Vec<&Path> {
+        [&self.base, &self.personalized, &self.arch]
+            .into_iter()
+            .flatten()
+            .chain(self.loras.iter().map(|l| &l.path))
+            .chain([&self.motion_module])
+            .map(PathBuf::as_path)
+            .collect()
+    }
+
+    /// The latent height and width (pixels / 8), where fixed.
+    pub(crate) fn latent_hw(&self) -> (Option<usize>, Option<usize>) {
+        (self.height.map(|p| p / 8), self.width.map(|p| p / 8))
+    }
+
+    /// The opset the graphs are written at: `opset`, raised to the first one with the standard
+    /// `Attention` operator when the attention form needs it.
+    pub(crate) fn graph_opset(&self) -> i64 {
+        match self.attention {
+            AttentionForm::Sdpa => self.opset.max(onnx_writer::SDPA_MIN_OPSET),
+            AttentionForm::Mha | AttentionForm::Plain => self.opset,
+        }
+    }
+}
+
+/// What a finished build wrote.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub out: PathBuf,
+    pub manifest: Manifest,
+    /// Warnings shown to the user (e.g. LoRA keys that matched nothing).
+    pub warnings: Vec<String>,
+    /// Bytes of UNet weights taken unchanged from the previous artifact at `out` (0 if none).
+    pub reused_bytes: u64,
+}
