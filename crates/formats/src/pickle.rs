@@ -30,6 +30,7 @@ pub const ALLOWED_GLOBALS: &[&str] = &[
     "torch.BoolStorage",
 ];
 
+/// Why a pickle was refused; positions are byte offsets into the pickle.
 #[derive(Debug, PartialEq)]
 pub enum PickleError {
     DisallowedGlobal(String),
@@ -147,6 +148,8 @@ impl std::error::Error for UnknownOpcode {}
 
 type R<T> = Result<T, PickleError>;
 
+/// The unpickling VM: its position in `data`, the stack, the stacks set aside by each MARK, and
+/// the memo.
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
