@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -33,24 +32,10 @@ import torch.nn.functional as F
 
 import data
 import models as M
+from pipeline import load_image_model, load_motion_state, sample, tokenize
 
 SEED = 20261126
 DATA_SEED = 7
-HERE = Path(__file__).resolve().parent
-TOKENIZER = HERE.parents[1] / "crates" / "build" / "assets" / "clip_tokenizer.json"
-
-
-def tokenize(texts: list[str]) -> torch.Tensor:
-    """As the official pipeline / our runner: [BOS, tokens..., EOS] padded with EOS to 77."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(TOKENIZER))
-    out = torch.full((len(texts), 77), M.EOS, dtype=torch.long)
-    for i, t in enumerate(texts):
-        ids = tok.encode(t).ids
-        assert ids[0] == M.BOS and ids[-1] == M.EOS, ids
-        out[i, : len(ids)] = torch.tensor(ids[:77])
-    return out
 
 
 def linear_alphas_cumprod() -> torch.Tensor:
@@ -336,8 +321,6 @@ def stage_export(work: Path, out: Path):
 def stage_import(work: Path, assets: Path):
     """The committed demo files (fp16) back into training checkpoints (fp32), to continue training
     from them: vae.pt, image.pt, motion.pt, personal.pt."""
-    from parity import load_image_model, load_motion_state
-
     unet2d, vae, te = load_image_model(assets, personalized=False)
     torch.save(vae.state_dict(), work / "vae.pt")
     torch.save({"unet": unet2d.state_dict(), "te": te.state_dict()}, work / "image.pt")
@@ -370,7 +353,6 @@ def stage_eval(work: Path, seeds: int, guidance: float, steps: int, personal: bo
     """Direction success rate of the checkpoints in --work, sampled in PyTorch (DDIM, CFG) and
     tracked as in the Rust demo_motion test (prompts cycle colours and shapes the same way)."""
     from diffusers.models.attention_processor import AttnProcessor
-    from parity import sample
 
     vae = M.make_vae()
     vae.load_state_dict(torch.load(work / "vae.pt"))

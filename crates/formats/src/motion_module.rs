@@ -109,52 +109,10 @@ impl MotionModule {
         } else {
             MotionLayout::Diffusers
         };
+        let (weights, pe_lens, unrecognized) = gather_weights(&file, &keys, layout)?;
+        let pe_len = single_table_length(pe_lens).map_err(err)?;
 
-        let mut weights = ComponentWeights::new(ComponentKind::MotionModule);
-        let mut pe_lens = Vec::new();
-        let mut unrecognized = Vec::new();
-        for &key in &keys {
-            let k = key.strip_prefix("module.").unwrap_or(key);
-            if !k.contains("motion_modules.") {
-                unrecognized.push(key.to_owned());
-                continue;
-            }
-            if k.ends_with(".pe") {
-                let shape = &file.info(key).unwrap().shape;
-                if shape.len() != 3 || shape[0] != 1 {
-                    return Err(Error::Shape {
-                        path: path.to_path_buf(),
-                        key: key.to_owned(),
-                        expected: "[1, max_len, C]".into(),
-                        found: shape.clone(),
-                    });
-                }
-                pe_lens.push(shape[1]);
-                continue;
-            }
-            let name = match layout {
-                MotionLayout::Official => k.to_owned(),
-                MotionLayout::Diffusers => diffusers_to_official(k),
-            };
-            weights.insert(name, &file, key, None);
-        }
-        pe_lens.sort_unstable();
-        pe_lens.dedup();
-        let pe_len = match pe_lens.as_slice() {
-            [] => None,
-            [n] => Some(*n),
-            many => return Err(err(format!("positional tables of different lengths {many:?}"))),
-        };
-
-        // Sites and channels from the GroupNorm of each module.
-        let mut sites = Vec::new();
-        for name in weights.names() {
-            if let Some(site) = name.strip_suffix(".temporal_transformer.norm.weight") {
-                let c = weights.shape(name)?[0];
-                sites.push((site.to_owned(), c));
-            }
-        }
-        sites.sort_by_key(|(s, _)| site_order(s));
+        let sites = module_sites(&weights)?;
         let down_levels = weights.indices("down_blocks").len();
         if down_levels != 4 {
             return Err(err(format!(
@@ -163,45 +121,8 @@ impl MotionModule {
             )));
         }
         let has_mid_block = sites.iter().any(|(s, _)| s.starts_with("mid_block."));
-
-        let detected = if has_mid_block {
-            Some(MotionVersion::V2)
-        } else {
-            match pe_len {
-                Some(24) => Some(MotionVersion::V1),
-                Some(32) => Some(MotionVersion::V3),
-                _ => None,
-            }
-        };
-        let version = match (version_override, detected) {
-            (Some(v), _) => {
-                if v == MotionVersion::V2 && !has_mid_block {
-                    return Err(err(
-                        "--motion-version v2 was given, but the file has no mid-block module (`mid_block.motion_modules.0`), \
-                         which every v2 module has"
-                            .into(),
-                    ));
-                }
-                if v != MotionVersion::V2 && has_mid_block {
-                    return Err(err(format!(
-                        "--motion-version {v} was given, but the file has a mid-block module, which only v2 has"
-                    )));
-                }
-                v
-            }
-            (None, Some(v)) => v,
-            (None, None) => {
-                return Err(err(match pe_len {
-                    None => "cannot tell the motion-module version: no mid block and no `pos_encoder.pe` tables \
-                             (expected length 24 for v1, 32 for v3); pass --motion-version v1|v2|v3"
-                        .into(),
-                    Some(n) => format!(
-                        "cannot tell the motion-module version: positional tables of length {n} (expected 24 for v1, 32 \
-                         for v3); pass --motion-version v1|v2|v3"
-                    ),
-                }))
-            }
-        };
+        let detected = detect_version(has_mid_block, pe_len);
+        let version = choose_version(version_override, detected, has_mid_block, pe_len).map_err(err)?;
         if let Some(n) = pe_len {
             if n < 16 {
                 return Err(err(format!("positional tables hold {n} positions; at least 16 frames are expected")));
@@ -209,6 +130,116 @@ impl MotionModule {
         }
 
         Ok(MotionModule { source: path.to_path_buf(), layout, version, detected, pe_len, has_mid_block, sites, weights, unrecognized })
+    }
+}
+
+/// The motion-module weights of `file` under official names, the lengths of its positional
+/// tables (`*.pe`, checked to be `[1, max_len, C]` and otherwise not used), and the keys that are
+/// not motion-module weights.
+fn gather_weights(
+    file: &Arc<TensorFile>,
+    keys: &[&str],
+    layout: MotionLayout,
+) -> Result<(ComponentWeights, Vec<usize>, Vec<String>)> {
+    let mut weights = ComponentWeights::new(ComponentKind::MotionModule);
+    let mut pe_lens = Vec::new();
+    let mut unrecognized = Vec::new();
+    for &key in keys {
+        let k = key.strip_prefix("module.").unwrap_or(key);
+        if !k.contains("motion_modules.") {
+            unrecognized.push(key.to_owned());
+            continue;
+        }
+        if k.ends_with(".pe") {
+            let shape = &file.info(key).unwrap().shape;
+            if shape.len() != 3 || shape[0] != 1 {
+                return Err(Error::Shape {
+                    path: file.path().to_path_buf(),
+                    key: key.to_owned(),
+                    expected: "[1, max_len, C]".into(),
+                    found: shape.clone(),
+                });
+            }
+            pe_lens.push(shape[1]);
+            continue;
+        }
+        let name = match layout {
+            MotionLayout::Official => k.to_owned(),
+            MotionLayout::Diffusers => diffusers_to_official(k),
+        };
+        weights.insert(name, file, key, None);
+    }
+    Ok((weights, pe_lens, unrecognized))
+}
+
+/// The one length all positional tables share, if there are any.
+fn single_table_length(mut pe_lens: Vec<usize>) -> std::result::Result<Option<usize>, String> {
+    pe_lens.sort_unstable();
+    pe_lens.dedup();
+    match pe_lens.as_slice() {
+        [] => Ok(None),
+        [n] => Ok(Some(*n)),
+        many => Err(format!("positional tables of different lengths {many:?}")),
+    }
+}
+
+/// Module sites and their channel counts, from the GroupNorm of each module, in UNet order.
+fn module_sites(weights: &ComponentWeights) -> Result<Vec<(String, usize)>> {
+    let mut sites = Vec::new();
+    for name in weights.names() {
+        if let Some(site) = name.strip_suffix(".temporal_transformer.norm.weight") {
+            let c = weights.shape(name)?[0];
+            sites.push((site.to_owned(), c));
+        }
+    }
+    sites.sort_by_key(|(s, _)| site_order(s));
+    Ok(sites)
+}
+
+/// What keys and shapes say: a mid-block module only v2 has; otherwise the positional-table
+/// length of the released v1 (24) and v3 (32) modules.
+fn detect_version(has_mid_block: bool, pe_len: Option<usize>) -> Option<MotionVersion> {
+    if has_mid_block {
+        Some(MotionVersion::V2)
+    } else {
+        match pe_len {
+            Some(24) => Some(MotionVersion::V1),
+            Some(32) => Some(MotionVersion::V3),
+            _ => None,
+        }
+    }
+}
+
+/// The version to use: the override if given (unless the mid block contradicts it), else the
+/// detected one; an error says how to choose when neither is known.
+fn choose_version(
+    version_override: Option<MotionVersion>,
+    detected: Option<MotionVersion>,
+    has_mid_block: bool,
+    pe_len: Option<usize>,
+) -> std::result::Result<MotionVersion, String> {
+    match (version_override, detected) {
+        (Some(v), _) => {
+            if v == MotionVersion::V2 && !has_mid_block {
+                return Err("--motion-version v2 was given, but the file has no mid-block module (`mid_block.motion_modules.0`), \
+                            which every v2 module has"
+                    .into());
+            }
+            if v != MotionVersion::V2 && has_mid_block {
+                return Err(format!("--motion-version {v} was given, but the file has a mid-block module, which only v2 has"));
+            }
+            Ok(v)
+        }
+        (None, Some(v)) => Ok(v),
+        (None, None) => Err(match pe_len {
+            None => "cannot tell the motion-module version: no mid block and no `pos_encoder.pe` tables \
+                     (expected length 24 for v1, 32 for v3); pass --motion-version v1|v2|v3"
+                .into(),
+            Some(n) => format!(
+                "cannot tell the motion-module version: positional tables of length {n} (expected 24 for v1, 32 \
+                 for v3); pass --motion-version v1|v2|v3"
+            ),
+        }),
     }
 }
 

@@ -18,6 +18,10 @@ pub struct LoadOptions {
     pub use_ema: bool,
 }
 
+/// Key prefixes of the UNet and the text encoder in an LDM single file.
+const LDM_UNET: &str = "model.diffusion_model.";
+const LDM_TEXT: &str = "cond_stage_model.transformer.";
+
 /// LDM's schedule buffers and bookkeeping entries: present in single files, never used (spec §4.1).
 const IGNORED_TOP_LEVEL: [&str; 16] = [
     "betas",
@@ -99,56 +103,34 @@ impl SdCheckpoint {
     fn open_single_file(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let file = Arc::new(TensorFile::open(path)?);
         let keys: Vec<&str> = file.keys().collect();
+        let layout = |reason: String| Error::Layout { path: path.to_path_buf(), reason };
 
-        const UNET: &str = "model.diffusion_model.";
-        const TEXT: &str = "cond_stage_model.transformer.";
         let vae_prefix = if keys.iter().any(|k| k.starts_with("first_stage_model.")) { "first_stage_model." } else { "vae." };
-
-        if keys.iter().any(|k| k.starts_with("cond_stage_model.model.")) {
-            return Err(Error::Layout {
-                path: path.to_path_buf(),
-                reason: "this is an SD 2.x checkpoint (OpenCLIP text encoder `cond_stage_model.model.*`); only SD 1.x \
-                         models are supported"
-                    .into(),
-            });
+        check_sd1_keys(&keys, vae_prefix).map_err(layout)?;
+        let ema_count = keys.iter().filter(|k| k.starts_with("model_ema.")).count();
+        if opts.use_ema && ema_count <= 100 {
+            return Err(layout(format!("EMA weights were asked for, but the file has only {ema_count} `model_ema.*` keys")));
         }
-        if !keys.iter().any(|k| k.starts_with(UNET) || k.starts_with(TEXT) || k.starts_with(vae_prefix)) {
-            return Err(Error::Layout { path: path.to_path_buf(), reason: not_a_checkpoint_hint(&keys) });
-        }
+        Ok(Self::from_ldm_keys(&file, &keys, vae_prefix, opts.use_ema))
+    }
 
-        let unet_keys: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(UNET)).collect();
+    /// The components of an LDM single file under diffusers names. Keys of no component go to
+    /// `ignored` when known to be unused, else to `unrecognized`.
+    fn from_ldm_keys(file: &Arc<TensorFile>, keys: &[&str], vae_prefix: &str, use_ema: bool) -> Self {
+        let unet_keys: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(LDM_UNET)).collect();
         let layers = ldm_keys::unet_layers_per_block(unet_keys.iter().copied());
         let vae_keys: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(vae_prefix)).collect();
         let levels = ldm_keys::vae_decoder_levels(vae_keys.iter().copied());
-        let ema_count = keys.iter().filter(|k| k.starts_with("model_ema.")).count();
-        if opts.use_ema && ema_count <= 100 {
-            return Err(Error::Layout {
-                path: path.to_path_buf(),
-                reason: format!("EMA weights were asked for, but the file has only {ema_count} `model_ema.*` keys"),
-            });
-        }
 
         let mut unet = ComponentWeights::new(ComponentKind::Unet);
         let mut vae = ComponentWeights::new(ComponentKind::Vae);
         let mut text = ComponentWeights::new(ComponentKind::TextEncoder);
         let mut ignored = Vec::new();
         let mut unrecognized = Vec::new();
-        for &key in &keys {
-            if let Some(rest) = key.strip_prefix(UNET) {
+        for &key in keys {
+            if let Some(rest) = key.strip_prefix(LDM_UNET) {
                 match ldm_keys::unet_key(rest, layers) {
-                    Some(name) => {
-                        let source = if opts.use_ema {
-                            let ema = format!("model_ema.{}", key["model.".len()..].replace('.', ""));
-                            if file.contains(&ema) {
-                                ema
-                            } else {
-                                key.to_owned()
-                            }
-                        } else {
-                            key.to_owned()
-                        };
-                        unet.insert(name, &file, &source, None)
-                    }
+                    Some(name) => unet.insert(name, file, &unet_source(file, key, use_ema), None),
                     None => unrecognized.push(key.to_owned()),
                 }
             } else if let Some(rest) = key.strip_prefix(vae_prefix) {
@@ -157,13 +139,13 @@ impl SdCheckpoint {
                         let shape = file.info(key).map(|i| i.shape.clone()).unwrap_or_default();
                         let reshape = (ldm_keys::vae_key_is_conv_attention(rest) && shape.len() == 4)
                             .then(|| shape[..2].to_vec());
-                        vae.insert(name, &file, key, reshape)
+                        vae.insert(name, file, key, reshape)
                     }
                     None => unrecognized.push(key.to_owned()),
                 }
-            } else if let Some(rest) = key.strip_prefix(TEXT) {
+            } else if let Some(rest) = key.strip_prefix(LDM_TEXT) {
                 match ldm_keys::text_encoder_key(rest) {
-                    Some(name) => text.insert(name, &file, key, None),
+                    Some(name) => text.insert(name, file, key, None),
                     None => ignored.push(key.to_owned()),
                 }
             } else if key.starts_with("model_ema.") || IGNORED_TOP_LEVEL.contains(&key) {
@@ -173,15 +155,15 @@ impl SdCheckpoint {
             }
         }
         let some = |c: ComponentWeights| (!c.is_empty()).then_some(c);
-        Ok(SdCheckpoint {
-            source: path.to_path_buf(),
+        SdCheckpoint {
+            source: file.path().to_path_buf(),
             unet: some(unet),
             vae: some(vae),
             text_encoder: some(text),
             configs: BTreeMap::new(),
             ignored,
             unrecognized,
-        })
+        }
     }
 
     fn open_diffusers_folder(dir: &Path) -> Result<Self> {
@@ -251,6 +233,31 @@ impl SdCheckpoint {
         }
         Ok(out)
     }
+}
+
+/// Refuses a single file that is not SD 1.x: an SD 2.x checkpoint, or one without LDM keys.
+fn check_sd1_keys(keys: &[&str], vae_prefix: &str) -> std::result::Result<(), String> {
+    if keys.iter().any(|k| k.starts_with("cond_stage_model.model.")) {
+        return Err("this is an SD 2.x checkpoint (OpenCLIP text encoder `cond_stage_model.model.*`); only SD 1.x \
+                    models are supported"
+            .into());
+    }
+    if !keys.iter().any(|k| k.starts_with(LDM_UNET) || k.starts_with(LDM_TEXT) || k.starts_with(vae_prefix)) {
+        return Err(not_a_checkpoint_hint(keys));
+    }
+    Ok(())
+}
+
+/// Where a UNet weight is read from: with `use_ema`, its `model_ema.*` copy (whose name is the key
+/// after `model.` with the dots dropped) when the file has one, else the key itself.
+fn unet_source(file: &TensorFile, key: &str, use_ema: bool) -> String {
+    if use_ema {
+        let ema = format!("model_ema.{}", key["model.".len()..].replace('.', ""));
+        if file.contains(&ema) {
+            return ema;
+        }
+    }
+    key.to_owned()
 }
 
 fn find_weights(dir: &Path, stems: &[&str]) -> Option<PathBuf> {

@@ -139,104 +139,28 @@ impl TensorFile {
     fn open_torch_zip(path: &Path, file: File, mmap: Mmap) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
         let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("zip: {e}")))?;
+        let (pkl_name, root) = find_pickle(&archive).map_err(bad)?;
+        check_byte_order(&mut archive, &root).map_err(bad)?;
 
-        // The pickle is `<root>/data.pkl`; storages are `<root>/data/<key>`.
-        let pkl_name = archive
-            .file_names()
-            .filter_map(|n| n.ok().map(|n| n.into_owned()))
-            .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
-            .min_by_key(|n| n.len())
-            .ok_or_else(|| bad("no data.pkl in the archive".into()))?;
-        let root = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_owned();
-
-        if let Ok(mut entry) = archive.by_name(&format!("{root}byteorder")) {
-            let mut order = String::new();
-            std::io::Read::read_to_string(&mut entry, &mut order).map_err(|e| bad(format!("byteorder: {e}")))?;
-            if order.trim() != "little" {
-                return Err(bad(format!("byte order `{}` is not supported (only little-endian)", order.trim())));
-            }
-        }
-
-        let pickle_bytes = read_entry(&mut archive, &pkl_name).map_err(|e| bad(e))?;
+        let pickle_bytes = read_entry(&mut archive, &pkl_name).map_err(bad)?;
         let value = pickle::load(&pickle_bytes).map_err(|e| match e {
             pickle::PickleError::DisallowedGlobal(global) => {
                 Error::DisallowedGlobal { path: path.to_path_buf(), global }
             }
             other => bad(format!("{pkl_name}: {other}")),
         })?;
-
         let mut leaves = Vec::new();
         let mut skipped = Vec::new();
         flatten(unwrap_state_dict(value), String::new(), &mut leaves, &mut skipped);
 
-        // Locate every storage once.
-        let mut storages: BTreeMap<String, (Buffer, usize, usize)> = BTreeMap::new();
-        let mut owned = Vec::new();
+        let mut storages = Storages { archive, root, located: BTreeMap::new(), owned: Vec::new() };
         let mut tensors = BTreeMap::new();
         for (name, t) in leaves {
-            let storage_key = t.storage.key.clone();
-            if !storages.contains_key(&storage_key) {
-                let entry_name = format!("{root}data/{storage_key}");
-                let located = {
-                    let entry = archive
-                        .by_name(&entry_name)
-                        .map_err(|e| bad(format!("tensor `{name}`: storage {entry_name}: {e}")))?;
-                    if entry.compression() == zip::CompressionMethod::Stored {
-                        let start = entry.data_start().ok_or_else(|| bad(format!("{entry_name}: no data offset")))?
-                            as usize;
-                        let len = entry.size() as usize;
-                        if start + len > mmap.len() {
-                            return Err(bad(format!("storage {entry_name} runs past the end of the file (truncated?)")));
-                        }
-                        Some((Buffer::Mapped, start, len))
-                    } else {
-                        None
-                    }
-                };
-                let located = match located {
-                    Some(l) => l,
-                    None => {
-                        let bytes = read_entry(&mut archive, &entry_name).map_err(|e| bad(e))?;
-                        let len = bytes.len();
-                        owned.push(bytes);
-                        (Buffer::Owned(owned.len() - 1), 0, len)
-                    }
-                };
-                storages.insert(storage_key.clone(), located);
-            }
-            let (buffer, storage_start, storage_len) = storages[&storage_key];
-            let dtype = t.storage.dtype;
-            let elem = dtype.size();
-            if storage_len < t.storage.numel * elem {
-                return Err(bad(format!(
-                    "tensor `{name}`: storage {storage_key} holds {storage_len} bytes, expected {} ({} x {dtype})",
-                    t.storage.numel * elem,
-                    t.storage.numel
-                )));
-            }
-            // Extent of the view inside its storage.
-            let numel: usize = t.shape.iter().product();
-            if numel > 0 {
-                let last = t.offset
-                    + t.shape.iter().zip(&t.stride).map(|(&s, &st)| (s - 1) * st).sum::<usize>();
-                if last >= t.storage.numel {
-                    return Err(bad(format!(
-                        "tensor `{name}`: shape {:?} stride {:?} offset {} reaches past its storage of {} elements",
-                        t.shape, t.stride, t.offset, t.storage.numel
-                    )));
-                }
-            }
-            let strides = if is_contiguous(&t.shape, &t.stride) { None } else { Some(t.stride.clone()) };
-            tensors.insert(
-                name,
-                Stored {
-                    info: TensorInfo { dtype, shape: t.shape },
-                    buffer,
-                    start: storage_start + t.offset * elem,
-                    strides,
-                },
-            );
+            let bytes = storages.locate(&name, &t.storage.key, &mmap).map_err(bad)?;
+            let stored = tensor_view(&name, t, bytes).map_err(bad)?;
+            tensors.insert(name, stored);
         }
+        let owned = storages.owned;
         Ok(Self { path: path.to_path_buf(), container: Container::TorchZip, mmap, owned, tensors, skipped })
     }
 
@@ -371,6 +295,117 @@ impl TensorFile {
             other => Err(Error::UnsupportedDtype { path: self.path.clone(), key: key.to_owned(), dtype: other.to_string() }),
         }
     }
+}
+
+/// The archive's pickle, `<root>/data.pkl`, and its `<root>/`; storages are `<root>/data/<key>`.
+fn find_pickle(archive: &zip::ZipArchive<File>) -> std::result::Result<(String, String), String> {
+    let pkl_name = archive
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .min_by_key(|n| n.len())
+        .ok_or_else(|| "no data.pkl in the archive".to_owned())?;
+    let root = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_owned();
+    Ok((pkl_name, root))
+}
+
+/// Only little-endian storages are read; an archive without `byteorder` is little-endian.
+fn check_byte_order(archive: &mut zip::ZipArchive<File>, root: &str) -> std::result::Result<(), String> {
+    if let Ok(mut entry) = archive.by_name(&format!("{root}byteorder")) {
+        let mut order = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut order).map_err(|e| format!("byteorder: {e}"))?;
+        if order.trim() != "little" {
+            return Err(format!("byte order `{}` is not supported (only little-endian)", order.trim()));
+        }
+    }
+    Ok(())
+}
+
+/// Where one storage's bytes are: `len` bytes from `start` in `buffer`.
+#[derive(Clone, Copy, Debug)]
+struct StorageBytes {
+    buffer: Buffer,
+    start: usize,
+    len: usize,
+}
+
+/// The storage entries of a torch zip, each located once: in place in the mapped file when stored
+/// uncompressed, else decompressed into `owned`.
+struct Storages {
+    archive: zip::ZipArchive<File>,
+    root: String,
+    located: BTreeMap<String, StorageBytes>,
+    owned: Vec<Vec<u8>>,
+}
+
+impl Storages {
+    /// The bytes of storage `key`, which tensor `name` is a view of.
+    fn locate(&mut self, name: &str, key: &str, mmap: &Mmap) -> std::result::Result<StorageBytes, String> {
+        if let Some(&bytes) = self.located.get(key) {
+            return Ok(bytes);
+        }
+        let entry_name = format!("{}data/{key}", self.root);
+        let mapped = {
+            let entry = self
+                .archive
+                .by_name(&entry_name)
+                .map_err(|e| format!("tensor `{name}`: storage {entry_name}: {e}"))?;
+            if entry.compression() == zip::CompressionMethod::Stored {
+                let start = entry.data_start().ok_or_else(|| format!("{entry_name}: no data offset"))? as usize;
+                let len = entry.size() as usize;
+                if start + len > mmap.len() {
+                    return Err(format!("storage {entry_name} runs past the end of the file (truncated?)"));
+                }
+                Some(StorageBytes { buffer: Buffer::Mapped, start, len })
+            } else {
+                None
+            }
+        };
+        let bytes = match mapped {
+            Some(bytes) => bytes,
+            None => {
+                let owned = read_entry(&mut self.archive, &entry_name)?;
+                let len = owned.len();
+                self.owned.push(owned);
+                StorageBytes { buffer: Buffer::Owned(self.owned.len() - 1), start: 0, len }
+            }
+        };
+        self.located.insert(key.to_owned(), bytes);
+        Ok(bytes)
+    }
+}
+
+/// Tensor `name` as a view of its storage's bytes, checked to lie inside them.
+fn tensor_view(name: &str, t: pickle::TensorRef, storage: StorageBytes) -> std::result::Result<Stored, String> {
+    let dtype = t.storage.dtype;
+    let elem = dtype.size();
+    if storage.len < t.storage.numel * elem {
+        return Err(format!(
+            "tensor `{name}`: storage {} holds {} bytes, expected {} ({} x {dtype})",
+            t.storage.key,
+            storage.len,
+            t.storage.numel * elem,
+            t.storage.numel
+        ));
+    }
+    // Extent of the view inside its storage.
+    let numel: usize = t.shape.iter().product();
+    if numel > 0 {
+        let last = t.offset + t.shape.iter().zip(&t.stride).map(|(&s, &st)| (s - 1) * st).sum::<usize>();
+        if last >= t.storage.numel {
+            return Err(format!(
+                "tensor `{name}`: shape {:?} stride {:?} offset {} reaches past its storage of {} elements",
+                t.shape, t.stride, t.offset, t.storage.numel
+            ));
+        }
+    }
+    let strides = if is_contiguous(&t.shape, &t.stride) { None } else { Some(t.stride) };
+    Ok(Stored {
+        info: TensorInfo { dtype, shape: t.shape },
+        buffer: storage.buffer,
+        start: storage.start + t.offset * elem,
+        strides,
+    })
 }
 
 fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str) -> std::result::Result<Vec<u8>, String> {
