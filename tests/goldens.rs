@@ -84,7 +84,7 @@ fn goldens_hold_the_documented_arrays() {
             let x: ArrayD<f32> = npz.by_name("vae_sample").unwrap();
             assert_eq!(x.shape(), [2, 3, 64, 64]);
             let steps: ndarray::Array<i64, Ix1> = npz.by_name("ddim_timesteps").unwrap();
-            // leading spacing, steps_offset 1 (spec §8.2): (N-1-i)·(1000/N) + 1
+            // leading spacing, steps_offset 1 (docs/spec.md §8.2): (N-1-i)·(1000/N) + 1
             assert_eq!(steps.to_vec(), vec![751, 501, 251, 1]);
             let g: ndarray::Array<f32, Ix0> = npz.by_name("ddim_guidance").unwrap();
             assert_eq!(g.into_scalar(), 7.5);

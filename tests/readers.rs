@@ -166,7 +166,7 @@ fn motion_modules_all_versions_both_containers() {
             assert_eq!(mm.has_mid_block, v.has_mid_block());
             let sites = if v.has_mid_block() { 21 } else { 20 };
             assert_eq!(mm.sites.len(), sites);
-            assert_eq!(mm.weights.len(), sites * 26, "26 parameters per module (spec §2.4)");
+            assert_eq!(mm.weights.len(), sites * 26, "26 parameters per module (docs/spec.md §2.4)");
             assert!(mm.unrecognized.is_empty());
             for t in want.iter().filter(|t| !t.name.ends_with(".pe")) {
                 assert_eq!(mm.weights.shape(&t.name).unwrap(), t.shape.as_slice());

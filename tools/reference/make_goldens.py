@@ -27,17 +27,17 @@ Published packages only (this file copies no AnimateDiff or diffusers source):
 
 Where diffusers differs from the official code, and what this tool does instead
 -----------------------------------------------------------------------------
-1. Motion-module GroupNorm (spec §2.2, §2.5, §11.3). diffusers' `AnimateDiffTransformer3D` applies
+1. Motion-module GroupNorm (docs/spec.md §2.2, §2.5, §11.3). diffusers' `AnimateDiffTransformer3D` applies
    its `norm` to the 5-D `(B, C, F, H, W)` tensor (statistics across frames); the official module
    normalises each frame. Every motion module's `norm` is replaced by `PerFrameGroupNorm` (same
    parameters, statistics over `(C/G, H, W)` per `(b, f)`).
-2. ResNet / output GroupNorm for v1 (spec §3.2, §11.2). diffusers always normalises per frame (the
+2. ResNet / output GroupNorm for v1 (docs/spec.md §3.2, §11.2). diffusers always normalises per frame (the
    ResNets see the folded `(B·F, C, H, W)` batch); the official v1 model (`use_inflated_groupnorm`
    false) applies a plain GroupNorm to the 5-D tensor. For v1 only, `norm1`/`norm2` of all 22 UNet
    ResNets and `conv_norm_out` are replaced by `CrossFrameGroupNorm` (statistics over
    `(C/G, F, H, W)` per batch item). v2/v3 keep diffusers' per-frame norms, which are the official
    ones there. Spatial-transformer norms and the VAE are untouched.
-3. Temporal positional encoding (spec §2.3, §11.4, §11.15). diffusers adds its own persistent
+3. Temporal positional encoding (docs/spec.md §2.3, §11.4, §11.15). diffusers adds its own persistent
    `pos_embed.pe` buffer at the same place the official code adds its table (LayerNorm output,
    before q/k/v, in both attention blocks). The buffer is replaced by `TemporalPositionalEncoding`,
    a table computed from the formula in fp32 whose length is the stored `pos_encoder.pe` length
@@ -55,9 +55,9 @@ Where diffusers differs from the official code, and what this tool does instead
 7. Scheduler: `DDIMScheduler` with the official inference-yaml kwargs (linear betas, leading
    spacing, steps_offset 1, set_alpha_to_one) rather than a model's scheduler config.
 8. LoRA: merged into the fp32 weights by our own code, W += m·(up@down) ("official", the kohya
-   `alpha` is ignored as in AnimateDiff's `convert_lora`, spec §5.4) or W += m·(alpha/r)·(up@down)
-   ("kohya", spec §5.2), m = 0.8 (`load_weights`' default `lora_alpha`). Modules are found through
-   a lookup built from the real module names with '.' -> '_' (spec §5.3); a key that matches
+   `alpha` is ignored as in AnimateDiff's `convert_lora`, docs/spec.md §5.4) or W += m·(alpha/r)·(up@down)
+   ("kohya", docs/spec.md §5.2), m = 0.8 (`load_weights`' default `lora_alpha`). Modules are found through
+   a lookup built from the real module names with '.' -> '_' (docs/spec.md §5.3); a key that matches
    nothing is an error. Extension over the official code: 3x3 (LoCon) convolutions are merged with
    up reshaped to [Cout, r] and down to [r, Cin·kh·kw]; AnimateDiff's `convert_lora` would fail
    on them.
@@ -73,8 +73,8 @@ frames, float64) against the replacement modules; a spec-§2.2 motion module wri
 torch.nn.functional on the official `.ckpt` tensor names against every patched diffusers motion
 module; a spec-§1.3 ResNet against a patched ResNet; a spec-§6.1 CLIP text encoder against
 transformers'; the UNet output with and without each adjustment (it must change); per-item
-timesteps; the eps of every norm (spec §11.9); GEGLU with exact GELU; the DDIM timesteps and
-reference ᾱ values (spec §8.1).
+timesteps; the eps of every norm (docs/spec.md §11.9); GEGLU with exact GELU; the DDIM timesteps and
+reference ᾱ values (docs/spec.md §8.1).
 
 Everything runs in float32 on the CPU with deterministic algorithms; inputs come from
 `numpy.random.default_rng(seed)` and are identical in all 12 files.
@@ -138,7 +138,7 @@ LATENT_SIZE = 8
 BOS, EOS = 49406, 49407
 PROMPT_TOKENS = 12
 
-# Keys of an LDM single-file checkpoint that no official loader reads (spec §4.1).
+# Keys of an LDM single-file checkpoint that no official loader reads (docs/spec.md §4.1).
 LDM_IGNORED_KEYS = {
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
@@ -725,7 +725,7 @@ def make_scheduler() -> DDIMScheduler:
     scheduler.set_timesteps(DDIM_STEPS)
     got = scheduler.timesteps.tolist()
     assert got == EXPECTED_DDIM_TIMESTEPS, got
-    # spec §8.1 reference values of the linear schedule
+    # docs/spec.md §8.1 reference values of the linear schedule
     for t, want in ((0, 0.999150), (1, 0.998290), (481, 0.181388), (961, 0.002478), (999, 0.001579)):
         assert abs(scheduler.alphas_cumprod[t].item() - want) < 2e-6, (t, scheduler.alphas_cumprod[t].item())
     assert scheduler.final_alpha_cumprod.item() == 1.0
@@ -923,13 +923,13 @@ def check_motion_modules(fx: Fixtures, unet: UNetMotionModel, plain: UNetMotionM
         n += 1
     assert worst < 1e-4, worst
     assert least_change > 1e-3, least_change
-    print(f"check motion modules ({n}): patched diffusers vs spec §2.2 max rel. diff {worst:.2g}; "
+    print(f"check motion modules ({n}): patched diffusers vs docs/spec.md §2.2 max rel. diff {worst:.2g}; "
           f"unpatched diffusers differs by >= {least_change:.3g} (rel.)")
 
 
 @torch.no_grad()
 def check_resnet(unet: UNetMotionModel, cross_frame: bool) -> None:
-    """One patched ResNet (with 1x1 shortcut) against spec §1.3 written out."""
+    """One patched ResNet (with 1x1 shortcut) against docs/spec.md §1.3 written out."""
     resnet = unet.down_blocks[1].resnets[0]
     g = torch.Generator().manual_seed(SEED + 2)
     c_in = resnet.conv1.in_channels
@@ -955,7 +955,7 @@ def check_resnet(unet: UNetMotionModel, cross_frame: bool) -> None:
     err = (got - want).abs().max().item() / want.abs().max().item()
     assert err < 1e-4, err
     assert resnet.norm1.eps == resnet.norm2.eps == 1e-5
-    print(f"check ResNet ({'across frames' if cross_frame else 'per frame'} GroupNorm) vs spec §1.3: max rel. diff {err:.2g}")
+    print(f"check ResNet ({'across frames' if cross_frame else 'per frame'} GroupNorm) vs docs/spec.md §1.3: max rel. diff {err:.2g}")
 
 
 def spec_clip_text(state: dict, ids: torch.Tensor, layers: int, heads: int) -> torch.Tensor:
@@ -989,7 +989,7 @@ def check_text_encoder(fx: Fixtures, image: ImageModel, inputs: Inputs) -> None:
     want = spec_clip_text(image.te_state, ids, t["num_hidden_layers"], t["num_attention_heads"])
     err = (got - want).abs().max().item() / want.abs().max().item()
     assert err < 1e-5, err
-    print(f"check text encoder vs spec §6.1 (causal, quick-GELU): max rel. diff {err:.2g}")
+    print(f"check text encoder vs docs/spec.md §6.1 (causal, quick-GELU): max rel. diff {err:.2g}")
 
 
 def check_norm_eps(unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> None:

@@ -103,7 +103,7 @@ def spatial_state(unet: UNetMotionModel) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# diffusers names -> LDM single-file names (spec §4.2-§4.4), official motion-module names (§2.4)
+# diffusers names -> LDM single-file names (docs/spec.md §4.2-§4.4), official motion-module names (§2.4)
 # ----------------------------------------------------------------------------------------------
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
@@ -213,7 +213,7 @@ def te_state_to_ldm(state: dict) -> dict:
 
 
 def motion_to_official(key: str) -> str:
-    """diffusers UNetMotionModel motion key -> official AnimateDiff key (spec §2.4/§2.5)."""
+    """diffusers UNetMotionModel motion key -> official AnimateDiff key (docs/spec.md §2.4/§2.5)."""
     site, _, rest = key.partition(".motion_modules.")
     j, _, rest = rest.partition(".")
     base = f"{site}.motion_modules.{j}.temporal_transformer."

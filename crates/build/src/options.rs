@@ -30,7 +30,7 @@ pub struct BuildOptions {
     pub height: Option<usize>,
     pub width: Option<usize>,
     pub precision: Precision,
-    /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, spec §7).
+    /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, docs/spec.md §7).
     pub vae_precision: Precision,
     pub out: PathBuf,
     /// The ONNX opset (raised to 23 when `attention` is `Sdpa`, which needs it).

@@ -185,7 +185,7 @@ fn animate(cwd: &Path, seed: &str, out: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_animate"))
         .current_dir(cwd)
         .args(["--model", s(animate_model()), "--prompt", "cat", "--frames", "2", "--width", "64", "--height", "64"])
-        // ONNX Runtime where tools/setup.sh installed it (1.7 s a run here against tract's 8 s), else tract
+        // ONNX Runtime where tools/setup.sh installed it (several times faster than tract on this small model), else tract
         .args(["--steps", "1", "--seed", seed, "--ep", "cpu", "--ep-fallback", "--quiet"])
         .args(out)
         .output()

@@ -31,7 +31,7 @@ pub struct UnetArch {
 }
 
 impl Default for UnetArch {
-    /// SD1.5 (spec §1).
+    /// SD1.5 (docs/spec.md §1).
     fn default() -> Self {
         Self {
             in_channels: 4,
@@ -61,7 +61,7 @@ pub struct TextEncoderArch {
 }
 
 impl Default for TextEncoderArch {
-    /// CLIP ViT-L/14 text tower (spec §6.1).
+    /// CLIP ViT-L/14 text tower (docs/spec.md §6.1).
     fn default() -> Self {
         Self {
             vocab_size: 49408,
@@ -85,7 +85,7 @@ pub struct VaeArch {
 }
 
 impl Default for VaeArch {
-    /// SD1.5 AutoencoderKL (spec §7).
+    /// SD1.5 AutoencoderKL (docs/spec.md §7).
     fn default() -> Self {
         Self {
             block_out_channels: vec![128, 256, 512, 512],
@@ -105,7 +105,7 @@ pub struct MotionArch {
 }
 
 impl Default for MotionArch {
-    /// All SD1.5 motion modules (spec §2.2).
+    /// All SD1.5 motion modules (docs/spec.md §2.2).
     fn default() -> Self {
         Self { num_attention_heads: 8, norm_num_groups: 32 }
     }

@@ -1,4 +1,4 @@
-//! LDM/CompVis single-file key names → diffusers names (spec §4.2-§4.4).
+//! LDM/CompVis single-file key names → diffusers names (docs/spec.md §4.2-§4.4).
 //!
 //! Pure string functions; `None` means "not a key of this component". The up/down block indices
 //! depend on the number of layers per block, which the caller infers from the keys.
@@ -160,7 +160,7 @@ pub fn vae_key(key: &str, decoder_levels: usize) -> Option<String> {
 }
 
 /// Maps a text-encoder key (without `cond_stage_model.transformer.`) to its HF `CLIPTextModel`
-/// name. Old files lack the `text_model.` level. `position_ids` is dropped (spec §4.1).
+/// name. Old files lack the `text_model.` level. `position_ids` is dropped (docs/spec.md §4.1).
 pub fn text_encoder_key(key: &str) -> Option<String> {
     let key = if key.starts_with("text_model.") { key.to_owned() } else { format!("text_model.{key}") };
     if key == "text_model.embeddings.position_ids" {

@@ -1,10 +1,10 @@
 //! LoRAs: kohya/sd-scripts (`lora_unet_*`, `lora_te_*` with `lora_down`/`lora_up`/`alpha`),
 //! diffusers/PEFT (`lora_A`/`lora_B`) and the legacy diffusers attention-processor format used by
-//! AnimateDiff's MotionLoRAs and v3 domain adapter (spec §3.3-§3.4, §5). Several LoRAs, each with
+//! AnimateDiff's MotionLoRAs and v3 domain adapter (docs/spec.md §3.3-§3.4, §5). Several LoRAs, each with
 //! its multiplier, merge into the weights tensor by tensor:
 //!
 //! `W ← W + Σ m · s · (up @ down)`, with `s = alpha / rank` (kohya/A1111) or `s = 1` (the official
-//! AnimateDiff, which ignores alpha, spec §5.4).
+//! AnimateDiff, which ignores alpha, docs/spec.md §5.4).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,7 +1,7 @@
-//! AnimateDiff motion modules: the official `.ckpt`/`.safetensors` layout (spec §2.4) and the
-//! diffusers `MotionAdapter` layout (spec §2.5), with v1/v2/v3 detection from keys and shapes
-//! (spec §3.1). Weights come out under official names; the stored positional tables are not used
-//! (spec §2.3, §11.15) — only their length, which caps the frame count.
+//! AnimateDiff motion modules: the official `.ckpt`/`.safetensors` layout (docs/spec.md §2.4) and the
+//! diffusers `MotionAdapter` layout (docs/spec.md §2.5), with v1/v2/v3 detection from keys and shapes
+//! (docs/spec.md §3.1). Weights come out under official names; the stored positional tables are not used
+//! (docs/spec.md §2.3, §11.15) — only their length, which caps the frame count.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,12 +22,12 @@ pub enum MotionVersion {
 
 impl MotionVersion {
     /// `use_inflated_groupnorm`: v1's ResNet and output GroupNorms span all frames; v2 and v3
-    /// normalise per frame (spec §3.2).
+    /// normalise per frame (docs/spec.md §3.2).
     pub fn per_frame_resnet_groupnorm(self) -> bool {
         self != MotionVersion::V1
     }
 
-    /// Positional-table length of the released checkpoints (spec §3.1).
+    /// Positional-table length of the released checkpoints (docs/spec.md §3.1).
     pub fn default_max_frames(self) -> usize {
         if self == MotionVersion::V1 {
             24
@@ -256,7 +256,7 @@ fn site_order(site: &str) -> (usize, usize, usize) {
     (group, nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
 }
 
-/// diffusers MotionAdapter name → official name (spec §2.5, reversed).
+/// diffusers MotionAdapter name → official name (docs/spec.md §2.5, reversed).
 pub fn diffusers_to_official(key: &str) -> String {
     // Insert `.temporal_transformer` after `motion_modules.{j}`.
     let Some(at) = key.find("motion_modules.") else { return key.to_owned() };

@@ -1,7 +1,7 @@
 //! Stable Diffusion 1.5 image models as users hold them: a CivitAI-style single file (LDM keys,
 //! fp32/fp16/bf16, with or without EMA or VAE, `.safetensors` or `.ckpt`) or a diffusers folder
 //! (`unet/`, `vae/`, `text_encoder/` with their `config.json`). Out come the three components
-//! under diffusers names (spec §4).
+//! under diffusers names (docs/spec.md §4).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub struct LoadOptions {
 const LDM_UNET: &str = "model.diffusion_model.";
 const LDM_TEXT: &str = "cond_stage_model.transformer.";
 
-/// LDM's schedule buffers and bookkeeping entries: present in single files, never used (spec §4.1).
+/// LDM's schedule buffers and bookkeeping entries: present in single files, never used (docs/spec.md §4.1).
 const IGNORED_TOP_LEVEL: [&str; 16] = [
     "betas",
     "alphas_cumprod",
