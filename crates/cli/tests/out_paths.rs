@@ -1,5 +1,5 @@
 //! What `build-graph` and `animate` may delete at their output paths: only what they can prove
-//! they wrote (see `crates/cli/src/out_dir.rs`). Each test runs the binaries as a user would:
+//! they wrote (see `crates/build/src/out_dir.rs`). Each test runs the binaries as a user would:
 //! - the reported ways of losing files: a foreign `manifest.json`, an input inside `--out`, a
 //!   folder of photos or `.` as `animate --out`, a leftover `.NAME.old`;
 //! - builds killed (SIGKILL) at seeded random moments: `--out` holds the previous artifact, the
