@@ -13,7 +13,9 @@ use crate::scheduler::SchedulerConfig;
 /// An artifact directory: its manifest, checked to name graph files that are there.
 #[derive(Clone, Debug)]
 pub struct Artifact {
+    /// The artifact's directory.
     pub dir: PathBuf,
+    /// Its `manifest.json`.
     pub manifest: Manifest,
 }
 
@@ -48,10 +50,12 @@ impl Artifact {
         self.manifest.precision_of(graph) == Precision::Fp16
     }
 
+    /// The CLIP tokenizer file.
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(&self.manifest.tokenizer.file)
     }
 
+    /// The scheduler the artifact is sampled with.
     pub fn scheduler(&self) -> &SchedulerConfig {
         &self.manifest.scheduler
     }
@@ -61,6 +65,7 @@ impl Artifact {
         self.manifest.architecture.text_encoder.hidden_size
     }
 
+    /// Channels of the UNet's latent input.
     pub fn latent_channels(&self) -> usize {
         self.manifest.architecture.unet.in_channels
     }
@@ -70,6 +75,7 @@ impl Artifact {
         self.manifest.max_frames
     }
 
+    /// The motion module's version.
     pub fn motion_version(&self) -> MotionVersion {
         self.manifest.motion_version
     }

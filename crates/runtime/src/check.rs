@@ -19,18 +19,25 @@ use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
 /// One graph's inputs (in graph order) and, from a bundle, its expected output.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// `text_encoder`, `unet` or `vae_decoder`.
     pub graph: String,
+    /// Input names and values, in the graph's order.
     pub inputs: Vec<(String, Tensor)>,
+    /// The output compared.
     pub output: String,
+    /// Its shape and values, from a bundle or a reference run.
     pub expected: Option<(Vec<usize>, Vec<f32>)>,
 }
 
 /// Shapes of the small check inputs.
 #[derive(Clone, Copy, Debug)]
 pub struct SmallShapes {
+    /// Latent channels.
     pub channels: usize,
+    /// Text-encoder width.
     pub context: usize,
     pub frames: usize,
+    /// Latent height and width.
     pub latent_hw: (usize, usize),
 }
 
@@ -40,6 +47,7 @@ impl SmallShapes {
         Self { channels, context, frames: fixed_frames.unwrap_or(4.min(max_frames)), latent_hw: fixed_hw.unwrap_or((8, 8)) }
     }
 
+    /// [`SmallShapes::new`] for an artifact's architecture and fixed dimensions.
     pub fn of(a: &Artifact) -> Self {
         Self::new(a.latent_channels(), a.context_dim(), a.max_frames(), a.fixed_frames(), a.fixed_latent_hw())
     }
@@ -162,14 +170,19 @@ pub fn read_bundle(path: &Path, artifact: &Artifact) -> Result<Vec<Case>> {
 /// One row of the check's table.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Row {
+    /// The graph, or `files` for the hash check.
     pub graph: String,
+    /// What was compared with what (`cpu vs tract`, `tract vs golden`).
     pub compared: String,
     pub max_abs_error: f64,
+    /// Max abs error over max |reference|.
     pub max_relative_error: f64,
     pub tolerance: f64,
+    /// Whether the relative error is within the tolerance (and the output finite).
     pub pass: bool,
     /// Not compared: the runtime cannot run this graph (`detail` says why).
     pub skipped: bool,
+    /// Why it failed or was skipped; empty otherwise.
     pub detail: String,
 }
 

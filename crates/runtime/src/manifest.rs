@@ -44,6 +44,7 @@ pub struct Manifest {
     pub architecture: ModelArch,
     /// Where the architecture came from: the model file, or the `arch.json` given.
     pub architecture_source: PathBuf,
+    /// The motion module's version (detected, or as the build was told).
     pub motion_version: MotionVersion,
     /// How the UNet's ResNet GroupNorms group the frames (by motion-module version).
     #[serde(default)]
@@ -64,10 +65,12 @@ pub struct Manifest {
     /// recorded were all plain).
     #[serde(default = "plain_attention", with = "as_string")]
     pub attention: AttentionForm,
+    /// The three graphs, their files, inputs and outputs.
     pub graphs: Graphs,
     /// The golden bundle, if the build stored one.
     #[serde(default)]
     pub golden: Option<Golden>,
+    /// The tokenizer file and its special ids.
     pub tokenizer: TokenizerFile,
     /// SHA-256 (lowercase hex) of every file of the artifact but the manifest, by file name.
     pub files: BTreeMap<String, String>,
@@ -80,7 +83,9 @@ fn plain_attention() -> AttentionForm {
 /// The program that wrote an artifact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
+    /// `build-graph`.
     pub name: String,
+    /// Its crate version.
     pub version: String,
     /// The executable's size and time: a rebuild re-uses weights only when the program that
     /// wrote them is this very build of it (a version number does not change with every code
@@ -92,21 +97,29 @@ pub struct Tool {
 /// Size and modification time of an executable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutableStamp {
+    /// Bytes.
     pub size: u64,
+    /// Nanoseconds since the Unix epoch.
     pub mtime_ns: u64,
 }
 
 /// The files an artifact was built from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Inputs {
+    /// The base model, as given.
     pub base: Option<PathBuf>,
+    /// The personalised checkpoint, as given.
     pub personalized: Option<PathBuf>,
     /// Which files each component was read from (the personalised checkpoint replaces the
     /// components it has).
     pub components: ComponentFiles,
+    /// The motion module.
     pub motion_module: MotionModuleInput,
+    /// The LoRAs merged into the weights, in order.
     pub loras: Vec<LoraInput>,
+    /// How their `alpha` was applied.
     pub lora_scaling: LoraScaling,
+    /// The `arch.json` that overrode inferred architecture fields, if one did.
     pub arch_json: Option<InputFile>,
     /// Warnings about checkpoint keys that match no known layout (and were not used).
     pub unrecognized_keys: Vec<String>,
@@ -115,8 +128,11 @@ pub struct Inputs {
 /// The files of each model component.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComponentFiles {
+    /// The UNet's files.
     pub unet: Vec<InputFile>,
+    /// The VAE's files.
     pub vae: Vec<InputFile>,
+    /// The text encoder's files.
     pub text_encoder: Vec<InputFile>,
 }
 
@@ -124,10 +140,14 @@ pub struct ComponentFiles {
 /// read, so that a rebuild need not hash a file whose size and time are unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputFile {
+    /// The path as given to the build.
     pub path: PathBuf,
+    /// SHA-256, lowercase hex.
     pub sha256: String,
+    /// Bytes, when they could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Modification time in nanoseconds since the Unix epoch, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<u64>,
 }
@@ -155,6 +175,7 @@ pub fn file_stamp(path: &Path) -> Option<(u64, u64)> {
 /// The motion module an artifact was built with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MotionModuleInput {
+    /// The file.
     #[serde(flatten)]
     pub file: InputFile,
     /// The version built with (detected, or as overridden).
@@ -165,19 +186,23 @@ pub struct MotionModuleInput {
     pub layout: String,
     /// Whether it has a mid-block module (v2, v3).
     pub mid_block: bool,
+    /// The length of its positional table.
     pub max_frames: usize,
 }
 
 /// A LoRA merged into an artifact's weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoraInput {
+    /// The file.
     #[serde(flatten)]
     pub file: InputFile,
+    /// Its multiplier, as the shortest decimal of the f32 given.
     pub multiplier: f64,
     /// Key format (`Kohya`, `Diffusers`, ...).
     pub format: String,
-    /// Its LoRA modules, and how many of them matched a weight of the model.
+    /// Its LoRA modules.
     pub modules: usize,
+    /// How many of them matched a weight of the model.
     pub matched: usize,
     /// Its keys that matched no weight (only when those were allowed).
     pub unmatched_keys: Vec<String>,
@@ -188,12 +213,15 @@ pub struct LoraInput {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResnetGroupNorm {
+    /// One group-norm per frame (v2, v3).
     #[default]
     PerFrame,
+    /// One over all frames of a video (v1).
     AcrossFrames,
 }
 
 impl ResnetGroupNorm {
+    /// How a motion module of `version` groups the frames.
     pub fn of(version: MotionVersion) -> Self {
         if version.per_frame_resnet_groupnorm() {
             ResnetGroupNorm::PerFrame
@@ -216,8 +244,10 @@ impl Display for ResnetGroupNorm {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// 32-bit floats.
     #[default]
     Fp32,
+    /// 16-bit floats for weights and compute; norms' statistics and softmax stay f32.
     Fp16,
 }
 
@@ -244,8 +274,11 @@ impl Display for Precision {
 /// The three graphs of an artifact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Graphs {
+    /// `input_ids` → `last_hidden_state`.
     pub text_encoder: GraphFile,
+    /// `sample`, `timestep`, `encoder_hidden_states` → `noise_pred`.
     pub unet: GraphFile,
+    /// `latent_sample` → `sample`.
     pub vae_decoder: GraphFile,
 }
 
@@ -264,6 +297,7 @@ impl Graphs {
 /// One ONNX graph file and its inputs and outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GraphFile {
+    /// The `.onnx` file's name.
     pub file: String,
     /// Its external-data files (the UNet's weights).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,19 +305,25 @@ pub struct GraphFile {
     /// Those of its external-data files that hold weights a LoRA changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_dependent_data: Option<Vec<String>>,
+    /// Its inputs, in order.
     pub inputs: Vec<TensorSpec>,
+    /// Its outputs, in order.
     pub outputs: Vec<TensorSpec>,
 }
 
 /// A graph input or output: name, element type and shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
+    /// The graph's name for it.
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// Its dimensions.
     pub shape: Vec<Dim>,
 }
 
 impl TensorSpec {
+    /// A spec from its parts.
     pub fn new(name: &str, dtype: DType, shape: Vec<Dim>) -> Self {
         Self { name: name.to_owned(), dtype, shape }
     }
@@ -293,7 +333,9 @@ impl TensorSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
+    /// `float32`.
     Float32,
+    /// `int64`.
     Int64,
 }
 
@@ -301,7 +343,9 @@ pub enum DType {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Dim {
+    /// A size the graph was built for.
     Fixed(usize),
+    /// A symbolic dimension, by name (`batch`, `frames`, ...).
     Named(String),
 }
 
@@ -311,6 +355,7 @@ impl Dim {
         size.map(Dim::Fixed).unwrap_or_else(|| Dim::Named(name.to_owned()))
     }
 
+    /// The size, if fixed.
     pub fn fixed(&self) -> Option<usize> {
         match self {
             Dim::Fixed(n) => Some(*n),
@@ -322,11 +367,15 @@ impl Dim {
 /// The golden bundle: seeded small inputs and one runtime's outputs for them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Golden {
+    /// The `.npz` file's name.
     pub file: String,
     /// The runtime that computed the outputs.
     pub runtime: String,
+    /// The UNet input's frame count.
     pub frames: usize,
+    /// The latent height of the UNet's and VAE's inputs.
     pub latent_height: usize,
+    /// The latent width.
     pub latent_width: usize,
     /// How its arrays are named: `<graph>.<input or output name>`.
     pub arrays: String,
@@ -335,10 +384,15 @@ pub struct Golden {
 /// The CLIP tokenizer file and the ids and length the text encoder was built for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenizerFile {
+    /// The tokenizer's file name (Hugging Face `tokenizers` JSON).
     pub file: String,
+    /// The id prompts are padded with.
     pub pad_token_id: i64,
+    /// The start-of-text id.
     pub bos_token_id: i64,
+    /// The end-of-text id.
     pub eos_token_id: i64,
+    /// Token ids per prompt, after padding or truncation.
     pub max_length: usize,
 }
 
@@ -352,12 +406,19 @@ impl TokenizerFile {
 /// Why a manifest could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Not JSON.
     #[error("invalid JSON: {0}")]
     Json(serde_json::Error),
+    /// Another format tag.
     #[error("not an animatediff-onnx artifact manifest (format {0:?})")]
     NotOurs(Option<String>),
+    /// Another version, or none.
     #[error("artifact version {found} is not supported (this program reads version {VERSION}); rebuild the model with the matching build-graph")]
-    Version { found: String },
+    Version {
+        /// The version found, or `<missing>`.
+        found: String,
+    },
+    /// A field missing or of the wrong type.
     #[error("{0}")]
     Field(serde_json::Error),
 }
