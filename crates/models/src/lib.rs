@@ -4,12 +4,14 @@
 //!
 //! Semantics follow the official AnimateDiff code (spec §1-§3, §6, §7, §11).
 
+pub mod attention;
 pub mod error;
 pub mod motion_module;
 pub mod nn;
 pub mod resnet;
 pub mod spatial_transformer;
 pub mod text_encoder;
+pub mod tokens;
 pub mod unet;
 pub mod vae_decoder;
 pub mod weights;

@@ -9,19 +9,29 @@
 //! The positional encoding is computed from its formula (interleaved sin/cos, spec §2.3) and
 //! added to the LayerNorm output inside each attention block, before q/k/v (spec §11.4).
 
+use animatediff_formats::MotionVersion;
 use onnx_writer::{Graph, Value};
 
+use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
 use crate::nn::{FeedForward, Frames, GroupNorm, LayerNorm, Linear, NormSpan};
+use crate::tokens::{from_tokens, image_shape, to_tokens};
 use crate::weights::Weights;
 
 /// Motion-module hyper-parameters (all SD1.5 versions share them, spec §2.2).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MotionConfig {
     pub heads: usize,
     pub groups: usize,
     /// Rows of the positional table: the largest frame count the module accepts.
     pub max_frames: usize,
+}
+
+impl MotionConfig {
+    /// The released SD1.5 motion modules' values for `version`.
+    pub fn sd15(version: MotionVersion) -> Self {
+        Self { heads: 8, groups: 32, max_frames: version.default_max_frames() }
+    }
 }
 
 /// `pe[p, 2i] = sin(p·div_i)`, `pe[p, 2i+1] = cos(p·div_i)`, `div_i = exp(2i·(−ln 10000 / C))`,
@@ -40,12 +50,11 @@ pub fn positional_table(len: usize, c: usize) -> Vec<f32> {
     pe
 }
 
+/// One of the temporal transformer block's attentions (`attention_blocks.{a}`) with the
+/// LayerNorm before it (`norms.{a}`).
 struct TemporalAttention {
     norm: LayerNorm,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    attention: Attention,
 }
 
 pub struct MotionModule {
@@ -57,37 +66,29 @@ pub struct MotionModule {
     proj_out: Linear,
     pe: Value,
     channels: usize,
-    heads: usize,
 }
 
 impl MotionModule {
     /// `w` is scoped at `<site>.temporal_transformer`.
     pub fn new(g: &mut Graph, w: Weights, c: usize, cfg: &MotionConfig) -> Result<Self> {
         let block = w.pp("transformer_blocks.0");
-        let bw = block.w();
         let mut attention_blocks = Vec::new();
         for a in 0..2 {
-            let ab = bw.pp(format!("attention_blocks.{a}"));
-            let aw = ab.w();
             attention_blocks.push(TemporalAttention {
-                norm: LayerNorm::new(g, bw.pp(format!("norms.{a}")).w(), c, 1e-5)?,
-                to_q: Linear::new(g, aw.pp("to_q").w(), c, c, false)?,
-                to_k: Linear::new(g, aw.pp("to_k").w(), c, c, false)?,
-                to_v: Linear::new(g, aw.pp("to_v").w(), c, c, false)?,
-                to_out: Linear::new(g, aw.pp("to_out.0").w(), c, c, true)?,
+                norm: LayerNorm::new(g, block.pp(format!("norms.{a}")), c, 1e-5)?,
+                attention: Attention::new(g, block.pp(format!("attention_blocks.{a}")), c, AttentionConfig { heads: cfg.heads, ..Default::default() })?,
             });
         }
         let pe = g.const_act(&[cfg.max_frames, c], &positional_table(cfg.max_frames, c));
         Ok(Self {
-            norm: GroupNorm::new(g, w.pp("norm").w(), c, cfg.groups, 1e-6)?,
-            proj_in: Linear::new(g, w.pp("proj_in").w(), c, c, true)?,
+            norm: GroupNorm::new(g, w.pp("norm"), c, cfg.groups, 1e-6)?,
+            proj_in: Linear::new(g, w.pp("proj_in"), c, c, true)?,
             attention_blocks,
-            ff_norm: LayerNorm::new(g, bw.pp("ff_norm").w(), c, 1e-5)?,
-            ff: FeedForward::new(g, bw.pp("ff").w(), c)?,
-            proj_out: Linear::new(g, w.pp("proj_out").w(), c, c, true)?,
+            ff_norm: LayerNorm::new(g, block.pp("ff_norm"), c, 1e-5)?,
+            ff: FeedForward::new(g, block.pp("ff"), c)?,
+            proj_out: Linear::new(g, w.pp("proj_out"), c, c, true)?,
             pe,
             channels: c,
-            heads: cfg.heads,
         })
     }
 
@@ -95,8 +96,7 @@ impl MotionModule {
     pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames) -> Value {
         let c = self.channels as i64;
         let h = self.norm.forward(g, x, NormSpan::PerFrame, None);
-        let h = g.transpose(&h, &[0, 2, 3, 1]);
-        let h = g.reshape_to(&h, &[0, -1, c]); // (B·F, D, C), D = H·W
+        let h = to_tokens(g, &h, self.channels); // (B·F, D, C), D = H·W
         let mut h = self.proj_in.forward(g, &h);
         let tokens_shape = g.shape(&h);
 
@@ -114,11 +114,7 @@ impl MotionModule {
             let n = g.transpose(&n, &[0, 2, 1, 3]); // (B, D, F, C)
             let n = g.reshape(&n, &seq); // (B·D, F, C)
             let n = g.add(&n, &pe);
-            let q = a.to_q.forward(g, &n);
-            let k = a.to_k.forward(g, &n);
-            let v = a.to_v.forward(g, &n);
-            let o = g.attention(&q, &k, &v, self.channels, self.heads);
-            let o = a.to_out.forward(g, &o);
+            let o = a.attention.forward(g, &n);
             let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
             let o = g.reshape(&o, &bdfc); // (B, D, F, C)
             let o = g.transpose(&o, &[0, 2, 1, 3]); // (B, F, D, C)
@@ -129,12 +125,8 @@ impl MotionModule {
         let f = self.ff.forward(g, &n);
         let h = g.add(&h, &f);
         let h = self.proj_out.forward(g, &h);
-        // (B·F, D, C) → (B·F, H, W, C) → (B·F, C, H, W)
-        let n = g.shape_slice(x, 0, 1);
-        let hw = g.shape_slice(x, 2, 4);
-        let nhwc = g.concat(&[&n, &hw, &cc], 0);
-        let h = g.reshape(&h, &nhwc);
-        let h = g.transpose(&h, &[0, 3, 1, 2]);
+        let nhwc = image_shape(g, x, |_| cc.clone());
+        let h = from_tokens(g, &h, &nhwc);
         g.add(&h, x)
     }
 }

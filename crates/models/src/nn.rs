@@ -1,7 +1,6 @@
 //! Layers shared by every component: Linear, Conv2d, GroupNorm (decomposed, per frame or across
-//! frames), LayerNorm, attention projections (the attention itself is `Graph::attention`, in the
-//! form `build-graph --attention` chose) and the GEGLU feed-forward. Each `new` writes its
-//! weights; each `forward` emits nodes.
+//! frames), LayerNorm and the GEGLU feed-forward. Each `new` writes its weights; each `forward`
+//! emits nodes.
 
 use onnx_writer::{Graph, Value};
 
@@ -24,8 +23,9 @@ impl Linear {
         Ok(Self { w_t, b })
     }
 
-    /// From a [out, in, 1, 1] 1×1-conv weight used as a linear layer.
-    pub fn from_rows(g: &mut Graph, w: Weights, name: &str, rows: &[f32], bias: Option<&[f32]>, inp: usize, out: usize) -> Result<Self> {
+    /// From `rows`, an `[out, in]` weight already read (a slice of a larger projection), written
+    /// as `{name}.weight` and `{name}.bias` in `w`'s scope.
+    pub fn from_rows(g: &mut Graph, w: &Weights, name: &str, rows: &[f32], bias: Option<&[f32]>, inp: usize, out: usize) -> Result<Self> {
         let w_t = w.put(g, &format!("{name}.weight"), &[inp, out], &transpose(rows, out, inp))?;
         let b = match bias {
             Some(b) => Some(w.put(g, &format!("{name}.bias"), &[out], b)?),
@@ -72,6 +72,34 @@ impl Conv2d {
 
     pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
         g.conv2d(x, &self.w, Some(&self.b), self.stride, self.pad)
+    }
+}
+
+/// `upsamplers.0`: nearest-neighbour upsampling of the last two axes, then a 3×3 conv.
+pub struct Upsample {
+    conv: Conv2d,
+}
+
+impl Upsample {
+    pub fn new(g: &mut Graph, w: Weights, channels: usize) -> Result<Self> {
+        Ok(Self { conv: Conv2d::new(g, w.pp("conv"), channels, channels, 3, 1)? })
+    }
+
+    /// `x`: `(N, C, H, W)` → `(N, C, 2H, 2W)`, or to the height and width of `like` (the UNet's
+    /// next skip, odd-sized when the image was, spec §1.5).
+    pub fn forward(&self, g: &mut Graph, x: &Value, like: Option<&Value>) -> Value {
+        let nc = g.shape_slice(x, 0, 2);
+        let hw = match like {
+            Some(v) => g.shape_slice(v, 2, 4),
+            None => {
+                let hw = g.shape_slice(x, 2, 4);
+                let two = g.const_i64(&[2, 2]);
+                g.mul(&hw, &two)
+            }
+        };
+        let sizes = g.concat(&[&nc, &hw], 0);
+        let h = g.resize_nearest(x, &sizes);
+        self.conv.forward(g, &h)
     }
 }
 
@@ -158,57 +186,6 @@ impl LayerNorm {
     }
 }
 
-/// Attention projections as in diffusers' `CrossAttention`: q/k/v without bias, `to_out.0` with.
-pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    channels: usize,
-    heads: usize,
-}
-
-impl Attention {
-    pub fn new(g: &mut Graph, w: Weights, channels: usize, context: usize, heads: usize) -> Result<Self> {
-        Ok(Self {
-            to_q: Linear::new(g, w.pp("to_q").w(), channels, channels, false)?,
-            to_k: Linear::new(g, w.pp("to_k").w(), context, channels, false)?,
-            to_v: Linear::new(g, w.pp("to_v").w(), context, channels, false)?,
-            to_out: Linear::new(g, w.pp("to_out.0").w(), channels, channels, true)?,
-            channels,
-            heads,
-        })
-    }
-
-    /// Self-attention over `x`: `(N, L, C)`.
-    pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {
-        let q = self.to_q.forward(g, x);
-        let k = self.to_k.forward(g, x);
-        let v = self.to_v.forward(g, x);
-        let o = g.attention(&q, &k, &v, self.channels, self.heads);
-        self.to_out.forward(g, &o)
-    }
-
-    /// Cross-attention of the frames `x`: `(B·F, L, C)` (video-major) to their video's text
-    /// `context`: `(B, S, Cctx)`. The reference repeats the context per frame and attends frame by
-    /// frame; since every query attends to its own video's keys alone, the F·L queries of a video
-    /// are attended together and the keys and values are projected once per video instead of once
-    /// per frame: the same numbers, 1/F of the key/value work, larger matrix products.
-    pub fn forward_cross(&self, g: &mut Graph, x: &Value, context: &Value) -> Value {
-        let q = self.to_q.forward(g, x);
-        let b = g.shape_slice(context, 0, 1);
-        let rest = g.const_i64(&[-1, self.channels as i64]);
-        let per_video = g.concat(&[&b, &rest], 0);
-        let q = g.reshape(&q, &per_video);
-        let k = self.to_k.forward(g, context);
-        let v = self.to_v.forward(g, context);
-        let o = g.attention(&q, &k, &v, self.channels, self.heads);
-        let per_frame = g.shape(x);
-        let o = g.reshape(&o, &per_frame);
-        self.to_out.forward(g, &o)
-    }
-}
-
 /// How many slices of its hidden width the feed-forward is computed in. The hidden activations
 /// are `(tokens, 4C)`: at 512×512 × 16 frames, with CFG, each of the value, gate, GELU and product
 /// tensors of the first level is 671 MB, and the whole width at once keeps four of them alive.
@@ -235,26 +212,27 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(g: &mut Graph, w: Weights, channels: usize) -> Result<Self> {
         let inner = 4 * channels;
-        let n = if inner % FF_SLICES == 0 { FF_SLICES } else { 1 };
+        let n = if inner.is_multiple_of(FF_SLICES) { FF_SLICES } else { 1 };
         let m = inner / n;
         let proj = w.pp("net.0.proj");
-        let pw = proj.w().read("weight", &[2 * inner, channels])?;
-        let pb = proj.w().read("bias", &[2 * inner])?;
+        let pw = proj.read("weight", &[2 * inner, channels])?;
+        let pb = proj.read("bias", &[2 * inner])?;
         let out = w.pp("net.2");
-        let ow = out.w().read("weight", &[channels, inner])?;
+        let ow = out.read("weight", &[channels, inner])?;
         let mut slices = Vec::with_capacity(n);
         for j in 0..n {
             let (value, gate) = (j * m, inner + j * m);
-            // rows [value, value + m) of W1 and columns [j·m, (j+1)·m) of W2
+            // rows [value, value + m) of W1 and columns [j·m, (j+1)·m) of W2, written in the
+            // scope of their projection (the LoRA check is per scope)
             let rows = |start: usize| &pw[start * channels..(start + m) * channels];
             let out_rows: Vec<f32> = ow.chunks_exact(inner).flat_map(|r| r[j * m..(j + 1) * m].iter().copied()).collect();
             slices.push(GegluSlice {
-                value: Linear::from_rows(g, proj.w(), &format!("value.{j}"), rows(value), Some(&pb[value..value + m]), channels, m)?,
-                gate: Linear::from_rows(g, proj.w(), &format!("gate.{j}"), rows(gate), Some(&pb[gate..gate + m]), channels, m)?,
-                out: Linear::from_rows(g, out.w(), &format!("slice.{j}"), &out_rows, None, m, channels)?,
+                value: Linear::from_rows(g, &proj, &format!("value.{j}"), rows(value), Some(&pb[value..value + m]), channels, m)?,
+                gate: Linear::from_rows(g, &proj, &format!("gate.{j}"), rows(gate), Some(&pb[gate..gate + m]), channels, m)?,
+                out: Linear::from_rows(g, &out, &format!("slice.{j}"), &out_rows, None, m, channels)?,
             });
         }
-        Ok(Self { slices, out_bias: out.w().tensor(g, "bias", &[channels])? })
+        Ok(Self { slices, out_bias: out.tensor(g, "bias", &[channels])? })
     }
 
     pub fn forward(&self, g: &mut Graph, x: &Value) -> Value {

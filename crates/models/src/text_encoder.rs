@@ -33,34 +33,31 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn new(g: &mut Graph, arch: TextEncoderArch, text: &ComponentWeights, loras: Option<&animatediff_formats::LoraSet>) -> Result<Self> {
-        let scope = Weights::new(text, loras);
-        let root = scope.w().pp("text_model");
-        let w = root.w();
+        let w = Weights::new(text, loras).pp("text_model");
         let d = arch.hidden_size;
         let token_embedding = w.tensor(g, "embeddings.token_embedding.weight", &[arch.vocab_size, d])?;
         let pos = w.read("embeddings.position_embedding.weight", &[arch.max_position_embeddings, d])?;
         let position_embedding = w.put(g, "embeddings.position_embedding.weight", &[SEQUENCE_LENGTH, d], &pos[..SEQUENCE_LENGTH * d])?;
         let mut layers = Vec::new();
         for i in 0..arch.num_hidden_layers {
-            let l = w.pp(format!("encoder.layers.{i}"));
-            let lw = l.w();
+            let lw = w.pp(format!("encoder.layers.{i}"));
             layers.push(EncoderLayer {
-                layer_norm1: LayerNorm::new(g, lw.pp("layer_norm1").w(), d, 1e-5)?,
-                q_proj: Linear::new(g, lw.pp("self_attn.q_proj").w(), d, d, true)?,
-                k_proj: Linear::new(g, lw.pp("self_attn.k_proj").w(), d, d, true)?,
-                v_proj: Linear::new(g, lw.pp("self_attn.v_proj").w(), d, d, true)?,
-                out_proj: Linear::new(g, lw.pp("self_attn.out_proj").w(), d, d, true)?,
-                layer_norm2: LayerNorm::new(g, lw.pp("layer_norm2").w(), d, 1e-5)?,
-                fc1: Linear::new(g, lw.pp("mlp.fc1").w(), d, arch.intermediate_size, true)?,
-                fc2: Linear::new(g, lw.pp("mlp.fc2").w(), arch.intermediate_size, d, true)?,
+                layer_norm1: LayerNorm::new(g, lw.pp("layer_norm1"), d, 1e-5)?,
+                q_proj: Linear::new(g, lw.pp("self_attn.q_proj"), d, d, true)?,
+                k_proj: Linear::new(g, lw.pp("self_attn.k_proj"), d, d, true)?,
+                v_proj: Linear::new(g, lw.pp("self_attn.v_proj"), d, d, true)?,
+                out_proj: Linear::new(g, lw.pp("self_attn.out_proj"), d, d, true)?,
+                layer_norm2: LayerNorm::new(g, lw.pp("layer_norm2"), d, 1e-5)?,
+                fc1: Linear::new(g, lw.pp("mlp.fc1"), d, arch.intermediate_size, true)?,
+                fc2: Linear::new(g, lw.pp("mlp.fc2"), arch.intermediate_size, d, true)?,
             });
         }
-        let final_layer_norm = LayerNorm::new(g, w.pp("final_layer_norm").w(), d, 1e-5)?;
+        let final_layer_norm = LayerNorm::new(g, w.pp("final_layer_norm"), d, 1e-5)?;
         Ok(Self { arch, token_embedding, position_embedding, layers, final_layer_norm })
     }
 
     pub fn build(&self, g: &mut Graph, batch: Option<usize>) -> Value {
-        let b = batch.map(Dim::Fixed).unwrap_or_else(|| Dim::sym("batch"));
+        let b = Dim::fixed_or_sym(batch, "batch");
         let ids = g.input("input_ids", ElemType::I64, &[b.clone(), Dim::Fixed(SEQUENCE_LENGTH)]);
         let tok = g.gather(&self.token_embedding, &ids, 0);
         let mut h = g.add(&tok, &self.position_embedding);

@@ -6,62 +6,29 @@ use animatediff_formats::arch::VaeArch;
 use animatediff_formats::ComponentWeights;
 use onnx_writer::{Dim, ElemType, Graph, Value};
 
+use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
-use crate::nn::{Conv2d, GroupNorm, Linear, NormSpan};
+use crate::nn::{Conv2d, GroupNorm, NormSpan, Upsample};
+use crate::resnet::{ResnetBlock, ResnetConfig};
 use crate::weights::Weights;
 
-struct VaeResnet {
-    norm1: GroupNorm,
-    conv1: Conv2d,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
-}
-
-impl VaeResnet {
-    fn new(g: &mut Graph, w: Weights, cin: usize, cout: usize, groups: usize) -> Result<Self> {
-        Ok(Self {
-            norm1: GroupNorm::new(g, w.pp("norm1").w(), cin, groups, 1e-6)?,
-            conv1: Conv2d::new(g, w.pp("conv1").w(), cin, cout, 3, 1)?,
-            norm2: GroupNorm::new(g, w.pp("norm2").w(), cout, groups, 1e-6)?,
-            conv2: Conv2d::new(g, w.pp("conv2").w(), cout, cout, 3, 1)?,
-            conv_shortcut: if cin != cout { Some(Conv2d::new(g, w.pp("conv_shortcut").w(), cin, cout, 1, 1)?) } else { None },
-        })
-    }
-
-    fn forward(&self, g: &mut Graph, x: &Value) -> Value {
-        let h = self.norm1.forward(g, x, NormSpan::PerFrame, None);
-        let h = g.silu(&h);
-        let h = self.conv1.forward(g, &h);
-        let h = self.norm2.forward(g, &h, NormSpan::PerFrame, None);
-        let h = g.silu(&h);
-        let h = self.conv2.forward(g, &h);
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(g, x),
-            None => x.clone(),
-        };
-        g.add(&skip, &h)
-    }
+/// The decoder's ResNets: no time embedding, eps 1e-6, `out_channels` set per block.
+fn resnet_config(groups: usize, out_channels: usize) -> ResnetConfig {
+    ResnetConfig { out_channels: Some(out_channels), temb_channels: None, groups, eps: 1e-6, span: NormSpan::PerFrame }
 }
 
 /// Single-head self-attention over the h·w tokens, q/k/v/out with bias, plus the input.
 struct VaeAttention {
     norm: GroupNorm,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    attention: Attention,
     channels: usize,
 }
 
 impl VaeAttention {
     fn new(g: &mut Graph, w: Weights, c: usize, groups: usize) -> Result<Self> {
         Ok(Self {
-            norm: GroupNorm::new(g, w.pp("group_norm").w(), c, groups, 1e-6)?,
-            to_q: Linear::new(g, w.pp("to_q").w(), c, c, true)?,
-            to_k: Linear::new(g, w.pp("to_k").w(), c, c, true)?,
-            to_v: Linear::new(g, w.pp("to_v").w(), c, c, true)?,
-            to_out: Linear::new(g, w.pp("to_out.0").w(), c, c, true)?,
+            norm: GroupNorm::new(g, w.pp("group_norm"), c, groups, 1e-6)?,
+            attention: Attention::new(g, w, c, AttentionConfig { heads: 1, context_dim: None, qkv_bias: true })?,
             channels: c,
         })
     }
@@ -71,11 +38,7 @@ impl VaeAttention {
         let h = self.norm.forward(g, x, NormSpan::PerFrame, None);
         let h = g.reshape_to(&h, &[0, c, -1]);
         let h = g.transpose(&h, &[0, 2, 1]); // (N, hw, C)
-        let q = self.to_q.forward(g, &h);
-        let k = self.to_k.forward(g, &h);
-        let v = self.to_v.forward(g, &h);
-        let o = g.attention(&q, &k, &v, self.channels, 1);
-        let o = self.to_out.forward(g, &o);
+        let o = self.attention.forward(g, &h);
         let o = g.transpose(&o, &[0, 2, 1]);
         let shape = g.shape(x);
         let o = g.reshape(&o, &shape);
@@ -83,56 +46,77 @@ impl VaeAttention {
     }
 }
 
+/// `up_blocks.{i}`: ResNets, then a ×2 upsampling except at the last level.
+struct UpDecoderBlock {
+    resnets: Vec<ResnetBlock>,
+    upsampler: Option<Upsample>,
+}
+
+impl UpDecoderBlock {
+    fn new(g: &mut Graph, w: Weights, cin: usize, cout: usize, arch: &VaeArch, upsample: bool) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut c = cin;
+        for j in 0..=arch.layers_per_block {
+            resnets.push(ResnetBlock::new(g, w.pp(format!("resnets.{j}")), c, resnet_config(arch.norm_num_groups, cout))?);
+            c = cout;
+        }
+        let upsampler = if upsample { Some(Upsample::new(g, w.pp("upsamplers.0"), c)?) } else { None };
+        Ok(Self { resnets, upsampler })
+    }
+
+    fn forward(&self, g: &mut Graph, x: &Value) -> Value {
+        let mut h = x.clone();
+        for r in &self.resnets {
+            h = r.forward(g, &h, None, None);
+        }
+        match &self.upsampler {
+            Some(u) => u.forward(g, &h, None),
+            None => h,
+        }
+    }
+}
+
 pub struct VaeDecoder {
     arch: VaeArch,
     post_quant_conv: Conv2d,
     conv_in: Conv2d,
-    mid_resnet0: VaeResnet,
+    mid_resnet0: ResnetBlock,
     mid_attention: VaeAttention,
-    mid_resnet1: VaeResnet,
-    up: Vec<(Vec<VaeResnet>, Option<Conv2d>)>,
+    mid_resnet1: ResnetBlock,
+    up: Vec<UpDecoderBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
 impl VaeDecoder {
     pub fn new(g: &mut Graph, arch: VaeArch, vae: &ComponentWeights) -> Result<Self> {
-        let scope = Weights::new(vae, None);
-        let w = scope.w();
+        let w = Weights::new(vae, None);
         let d = w.pp("decoder");
-        let dw = d.w();
         let groups = arch.norm_num_groups;
         let ch = &arch.block_out_channels;
         let n = ch.len();
         let z = arch.latent_channels;
-        let post_quant_conv = Conv2d::new(g, w.pp("post_quant_conv").w(), z, z, 1, 1)?;
+        let post_quant_conv = Conv2d::new(g, w.pp("post_quant_conv"), z, z, 1, 1)?;
         let mut c = ch[n - 1];
-        let conv_in = Conv2d::new(g, dw.pp("conv_in").w(), z, c, 3, 1)?;
-        let mid_resnet0 = VaeResnet::new(g, dw.pp("mid_block.resnets.0").w(), c, c, groups)?;
-        let mid_attention = VaeAttention::new(g, dw.pp("mid_block.attentions.0").w(), c, groups)?;
-        let mid_resnet1 = VaeResnet::new(g, dw.pp("mid_block.resnets.1").w(), c, c, groups)?;
+        let conv_in = Conv2d::new(g, d.pp("conv_in"), z, c, 3, 1)?;
+        let mid_resnet0 = ResnetBlock::new(g, d.pp("mid_block.resnets.0"), c, resnet_config(groups, c))?;
+        let mid_attention = VaeAttention::new(g, d.pp("mid_block.attentions.0"), c, groups)?;
+        let mid_resnet1 = ResnetBlock::new(g, d.pp("mid_block.resnets.1"), c, resnet_config(groups, c))?;
         let mut up = Vec::new();
         for i in 0..n {
             let cout = ch[n - 1 - i];
-            let block = dw.pp(format!("up_blocks.{i}"));
-            let bw = block.w();
-            let mut resnets = Vec::new();
-            for j in 0..=arch.layers_per_block {
-                resnets.push(VaeResnet::new(g, bw.pp(format!("resnets.{j}")).w(), c, cout, groups)?);
-                c = cout;
-            }
-            let upsampler = if i + 1 < n { Some(Conv2d::new(g, bw.pp("upsamplers.0.conv").w(), c, c, 3, 1)?) } else { None };
-            up.push((resnets, upsampler));
+            up.push(UpDecoderBlock::new(g, d.pp(format!("up_blocks.{i}")), c, cout, &arch, i + 1 < n)?);
+            c = cout;
         }
-        let conv_norm_out = GroupNorm::new(g, dw.pp("conv_norm_out").w(), c, groups, 1e-6)?;
-        let conv_out = Conv2d::new(g, dw.pp("conv_out").w(), c, 3, 3, 1)?;
+        let conv_norm_out = GroupNorm::new(g, d.pp("conv_norm_out"), c, groups, 1e-6)?;
+        let conv_out = Conv2d::new(g, d.pp("conv_out"), c, 3, 3, 1)?;
         Ok(Self { arch, post_quant_conv, conv_in, mid_resnet0, mid_attention, mid_resnet1, up, conv_norm_out, conv_out })
     }
 
     pub fn build(&self, g: &mut Graph, height: Option<usize>, width: Option<usize>) -> Value {
         let z = self.arch.latent_channels;
-        let dims = |v: Option<usize>, name: &str, k: usize| v.map(|x| Dim::Fixed(x * k)).unwrap_or_else(|| Dim::sym(name));
-        let latent = g.input("latent_sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(z), dims(height, "h", 1), dims(width, "w", 1)]);
+        let dim = |v: Option<usize>, name: &str, k: usize| Dim::fixed_or_sym(v.map(|x| x * k), name);
+        let latent = g.input("latent_sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(z), dim(height, "h", 1), dim(width, "w", 1)]);
         // The official `1 / 0.18215 * latents` (spec §7, §11.13).
         let inv = g.scalar((1.0 / self.arch.scaling_factor) as f32);
         let x = g.to_act(&latent);
@@ -140,33 +124,18 @@ impl VaeDecoder {
         let x = self.post_quant_conv.forward(g, &x);
         let mut h = self.conv_in.forward(g, &x);
         h = g.scoped("mid_block", |g| {
-            let h = self.mid_resnet0.forward(g, &h);
+            let h = self.mid_resnet0.forward(g, &h, None, None);
             let h = self.mid_attention.forward(g, &h);
-            self.mid_resnet1.forward(g, &h)
+            self.mid_resnet1.forward(g, &h, None, None)
         });
-        for (i, (resnets, upsampler)) in self.up.iter().enumerate() {
-            h = g.scoped(&format!("up_blocks.{i}"), |g| {
-                let mut h = h.clone();
-                for r in resnets {
-                    h = r.forward(g, &h);
-                }
-                if let Some(u) = upsampler {
-                    let nc = g.shape_slice(&h, 0, 2);
-                    let hw = g.shape_slice(&h, 2, 4);
-                    let two = g.const_i64(&[2, 2]);
-                    let hw2 = g.mul(&hw, &two);
-                    let sizes = g.concat(&[&nc, &hw2], 0);
-                    h = g.resize_nearest(&h, &sizes);
-                    h = u.forward(g, &h);
-                }
-                h
-            });
+        for (i, block) in self.up.iter().enumerate() {
+            h = g.scoped(&format!("up_blocks.{i}"), |g| block.forward(g, &h));
         }
         let h = self.conv_norm_out.forward(g, &h, NormSpan::PerFrame, None);
         let h = g.silu(&h);
         let out = self.conv_out.forward(g, &h);
         let out = g.to_f32(&out);
-        g.output(&out, "sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(3), dims(height, "H", 8), dims(width, "W", 8)]);
+        g.output(&out, "sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(3), dim(height, "H", 8), dim(width, "W", 8)]);
         out
     }
 }

@@ -11,52 +11,31 @@ use onnx_writer::{DataSet, ElemType, Graph, Value};
 
 use crate::error::{BuildError, Result};
 
-#[derive(Clone, Copy)]
+/// One component's weights (with the LoRAs merged into them) under a key prefix.
+#[derive(Clone)]
 pub struct Weights<'a> {
-    component: &'a ComponentWeights,
-    loras: Option<&'a LoraSet>,
-    prefix: &'a str,
-}
-
-/// Owned prefix holder so that `pp` can return a `Weights` borrowing from it.
-pub struct Scope<'a> {
     component: &'a ComponentWeights,
     loras: Option<&'a LoraSet>,
     prefix: String,
 }
 
-impl<'a> Scope<'a> {
-    pub fn w(&self) -> Weights<'_> {
-        Weights { component: self.component, loras: self.loras, prefix: &self.prefix }
-    }
-}
-
 impl<'a> Weights<'a> {
-    pub fn new(component: &'a ComponentWeights, loras: Option<&'a LoraSet>) -> Scope<'a> {
-        Scope { component, loras, prefix: String::new() }
+    /// The component's root scope.
+    pub fn new(component: &'a ComponentWeights, loras: Option<&'a LoraSet>) -> Self {
+        Self { component, loras, prefix: String::new() }
     }
 
     /// A sub-scope: `prefix.name`.
-    pub fn pp(&self, name: impl std::fmt::Display) -> Scope<'a> {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        Scope { component: self.component, loras: self.loras, prefix }
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        Self { component: self.component, loras: self.loras, prefix: self.full(&name.to_string()) }
     }
 
-    pub fn full(&self, name: &str) -> String {
+    fn full(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
         } else {
             format!("{}.{name}", self.prefix)
         }
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.component.contains(&self.full(name))
-    }
-
-    /// The stored shape of `name`.
-    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.component.shape(&self.full(name))?.to_vec())
     }
 
     /// Reads `name` (shape-checked, LoRAs merged) as f32.

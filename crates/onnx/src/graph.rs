@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use crate::attention_form::AttentionForm;
 use crate::proto::*;
 
 /// A value flowing through the graph (the name of a node output, input or initializer).
@@ -24,6 +25,11 @@ pub enum Dim {
 impl Dim {
     pub fn sym(name: &str) -> Dim {
         Dim::Symbolic(name.to_owned())
+    }
+
+    /// `Fixed(v)` when the size is known, else the symbol `name`.
+    pub fn fixed_or_sym(v: Option<usize>, name: &str) -> Dim {
+        v.map(Dim::Fixed).unwrap_or_else(|| Dim::sym(name))
     }
 }
 
@@ -45,6 +51,8 @@ impl ElemType {
 }
 
 /// Where initializer bytes go.
+// One per graph: boxing the external variant would save nothing worth its indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum WeightStorage {
     /// Inside the model file (for models well under 2 GB). The bytes are spilled to a temporary
     /// file while the graph is built and streamed into the model by [`Graph::finish`], so the
@@ -272,6 +280,9 @@ impl ExternalData {
     }
 }
 
+/// Called after each weight is written, with its name and byte size.
+type Progress = Box<dyn FnMut(&str, u64)>;
+
 /// Offsets of large tensors are page-aligned so runtimes can memory-map them.
 const PAGE: u64 = 4096;
 const SMALL_ALIGN: u64 = 64;
@@ -290,13 +301,13 @@ pub struct Graph {
     storage: WeightStorage,
     /// Element type weights are stored in.
     pub weight_type: ElemType,
-    /// The ONNX form attention is written in ([`crate::AttentionForm`]).
-    pub attention_form: crate::AttentionForm,
+    /// The ONNX form attention is written in ([`AttentionForm`]).
+    pub attention_form: AttentionForm,
     /// Element type of activations (F16 graphs keep statistics and softmax in F32 through casts).
     pub act: ElemType,
     /// Number of weight tensors and bytes written so far.
     pub weights_written: (usize, u64),
-    progress: Option<Box<dyn FnMut(&str, u64)>>,
+    progress: Option<Progress>,
     /// Inline weights spilled to a temporary file: (initializer index, offset, length).
     spill: Option<(BufWriter<File>, u64)>,
     spilled: Vec<(usize, u64, u64)>,
@@ -317,7 +328,7 @@ impl Graph {
             storage,
             weight_type: ElemType::F32,
             act: ElemType::F32,
-            attention_form: crate::AttentionForm::default(),
+            attention_form: AttentionForm::default(),
             weights_written: (0, 0),
             progress: None,
             spill: None,
@@ -442,7 +453,7 @@ impl Graph {
         if self.act == ElemType::F32 {
             return x.clone();
         }
-        self.op("Cast", &[x], vec![crate::ops::attr_i("to", data_type::FLOAT as i64)])
+        self.op("Cast", &[x], vec![attr_i("to", data_type::FLOAT as i64)])
     }
 
     /// Casts an f32 value to the activation type.
@@ -450,7 +461,7 @@ impl Graph {
         if self.act == ElemType::F32 {
             return x.clone();
         }
-        self.op("Cast", &[x], vec![crate::ops::attr_i("to", self.act.onnx() as i64)])
+        self.op("Cast", &[x], vec![attr_i("to", self.act.onnx() as i64)])
     }
 
     /// A 1-D int64 constant.
@@ -536,19 +547,7 @@ impl Graph {
         if let WeightStorage::External(ext) = std::mem::replace(&mut self.storage, WeightStorage::Inline) {
             ext.finish()?;
         }
-        // Split off the spilled initializers (their metadata; bytes stay in the spill file).
-        let mut spilled_meta = Vec::new();
-        let mut kept = Vec::new();
-        let mut spilled = self.spilled.iter().peekable();
-        for (i, t) in std::mem::take(&mut self.initializers).into_iter().enumerate() {
-            match spilled.peek() {
-                Some((idx, off, len)) if *idx == i => {
-                    spilled_meta.push((t, *off, *len));
-                    spilled.next();
-                }
-                _ => kept.push(t),
-            }
-        }
+        let (kept, spilled) = self.split_spilled();
         let graph = GraphProto {
             node: std::mem::take(&mut self.nodes),
             name: std::mem::take(&mut self.name),
@@ -558,22 +557,10 @@ impl Graph {
             output: std::mem::take(&mut self.outputs),
             value_info: Vec::new(),
         };
-        let model = ModelProto {
-            ir_version: 8,
-            opset_import: std::iter::once(OperatorSetIdProto { domain: String::new(), version: self.opset })
-                .chain(self.domains.iter().map(|(domain, version)| OperatorSetIdProto { domain: domain.clone(), version: *version }))
-                .collect(),
-            producer_name: "animatediff-onnx".into(),
-            producer_version: producer.to_owned(),
-            doc_string: String::new(),
-            graph: None,
-            metadata_props: metadata.iter().map(|(k, v)| entry(k, v)).collect(),
-        };
-        // TensorProto length with `raw_data` (field 9) of `len` bytes appended.
-        let tensor_len = |meta: &TensorProto, len: u64| meta.encoded_len() as u64 + 1 + encoded_len_varint(len) as u64 + len;
+        let model = self.model_proto(producer, metadata);
         let mut graph_len = graph.encoded_len() as u64;
-        for (meta, _, len) in &spilled_meta {
-            let tl = tensor_len(meta, *len);
+        for s in &spilled {
+            let tl = s.tensor_len();
             graph_len += 1 + encoded_len_varint(tl) as u64 + tl;
         }
         let model_len = model.encoded_len() as u64 + 1 + encoded_len_varint(graph_len) as u64 + graph_len;
@@ -592,31 +579,47 @@ impl Graph {
         graph.encode(&mut head).map_err(std::io::Error::other)?;
         out.write_all(&head)?;
         if let Some((w, _)) = self.spill.take() {
-            let mut spill = w.into_inner().map_err(|e| e.into_error())?;
-            let mut buf = vec![0u8; 1 << 22];
-            for (meta, off, len) in &spilled_meta {
-                let mut field = Vec::new();
-                encode_varint((5 << 3) | 2, &mut field); // GraphProto.initializer
-                encode_varint(tensor_len(meta, *len), &mut field);
-                meta.encode(&mut field).map_err(std::io::Error::other)?;
-                encode_varint((9 << 3) | 2, &mut field); // TensorProto.raw_data
-                encode_varint(*len, &mut field);
-                out.write_all(&field)?;
-                spill.seek(std::io::SeekFrom::Start(*off))?;
-                let mut left = *len as usize;
-                while left > 0 {
-                    let n = left.min(buf.len());
-                    std::io::Read::read_exact(&mut spill, &mut buf[..n])?;
-                    out.write_all(&buf[..n])?;
-                    left -= n;
-                }
-            }
+            let spill = w.into_inner().map_err(|e| e.into_error())?;
+            stream_spilled(spill, &spilled, &mut out)?;
         }
         let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         let written = f.metadata()?.len();
         debug_assert_eq!(written, model_len);
         Ok(written)
+    }
+
+    /// Splits the initializers into those encoded with the graph and the spilled ones (their
+    /// metadata; the bytes stay in the spill file).
+    fn split_spilled(&mut self) -> (Vec<TensorProto>, Vec<Spilled>) {
+        let mut spilled_meta = Vec::new();
+        let mut kept = Vec::new();
+        let mut spilled = self.spilled.iter().peekable();
+        for (i, t) in std::mem::take(&mut self.initializers).into_iter().enumerate() {
+            match spilled.peek() {
+                Some((idx, off, len)) if *idx == i => {
+                    spilled_meta.push(Spilled { meta: t, offset: *off, len: *len });
+                    spilled.next();
+                }
+                _ => kept.push(t),
+            }
+        }
+        (kept, spilled_meta)
+    }
+
+    /// The model without its graph (encoded separately by [`Graph::finish`]).
+    fn model_proto(&self, producer: &str, metadata: &[(String, String)]) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: std::iter::once(OperatorSetIdProto { domain: String::new(), version: self.opset })
+                .chain(self.domains.iter().map(|(domain, version)| OperatorSetIdProto { domain: domain.clone(), version: *version }))
+                .collect(),
+            producer_name: "animatediff-onnx".into(),
+            producer_version: producer.to_owned(),
+            doc_string: String::new(),
+            graph: None,
+            metadata_props: metadata.iter().map(|(k, v)| entry(k, v)).collect(),
+        }
     }
 
     /// External-data files written so far (empty for inline weights).
@@ -637,6 +640,45 @@ impl Graph {
     pub fn num_nodes(&self) -> usize {
         self.nodes.len()
     }
+}
+
+/// An inline weight in the spill file: its initializer without `raw_data`, and where its bytes are.
+struct Spilled {
+    meta: TensorProto,
+    offset: u64,
+    len: u64,
+}
+
+impl Spilled {
+    /// The initializer's encoded length with `raw_data` (field 9) of `len` bytes appended.
+    fn tensor_len(&self) -> u64 {
+        self.meta.encoded_len() as u64 + 1 + prost::encoding::encoded_len_varint(self.len) as u64 + self.len
+    }
+}
+
+/// Appends each spilled weight to `out` as one more `GraphProto.initializer` field, its bytes
+/// copied from the spill file.
+fn stream_spilled(mut spill: File, spilled: &[Spilled], out: &mut impl Write) -> std::io::Result<()> {
+    use prost::encoding::encode_varint;
+    let mut buf = vec![0u8; 1 << 22];
+    for s in spilled {
+        let mut field = Vec::new();
+        encode_varint((5 << 3) | 2, &mut field); // GraphProto.initializer
+        encode_varint(s.tensor_len(), &mut field);
+        s.meta.encode(&mut field).map_err(std::io::Error::other)?;
+        encode_varint((9 << 3) | 2, &mut field); // TensorProto.raw_data
+        encode_varint(s.len, &mut field);
+        out.write_all(&field)?;
+        spill.seek(std::io::SeekFrom::Start(s.offset))?;
+        let mut left = s.len as usize;
+        while left > 0 {
+            let n = left.min(buf.len());
+            std::io::Read::read_exact(&mut spill, &mut buf[..n])?;
+            out.write_all(&buf[..n])?;
+            left -= n;
+        }
+    }
+    Ok(())
 }
 
 fn entry(k: &str, v: &str) -> StringStringEntryProto {

@@ -3,11 +3,13 @@
 //! operator helpers ([`ops`]). Knows nothing about diffusion.
 
 pub mod attention;
+pub mod attention_form;
 pub mod graph;
 pub mod ops;
 pub mod proto;
 
-pub use attention::{AttentionForm, MS_DOMAIN, SDPA_MIN_OPSET};
+pub use attention::{MS_DOMAIN, SDPA_MIN_OPSET};
+pub use attention_form::AttentionForm;
 pub use graph::{external_data_path, DataSet, Dim, ElemType, ExternalData, Graph, Reused, Value, WeightStorage, MAX_EXTERNAL_FILE_BYTES};
 
 /// Default opset: 17 (LayerNormalization available; GroupNorm is decomposed, spec §10).

@@ -1,23 +1,8 @@
-//! Typed helpers for the ONNX operators we emit (opset 17 semantics unless noted).
+//! Typed helpers for the ONNX operators we emit (opset 17 semantics unless noted), as methods
+//! of [`Graph`].
 
 use crate::graph::{Graph, Value};
-use crate::proto::{attribute_type, AttributeProto, TensorProto};
-
-pub fn attr_i(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
-}
-pub fn attr_f(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f, ..Default::default() }
-}
-pub fn attr_s(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::STRING, s: s.as_bytes().to_vec(), ..Default::default() }
-}
-pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: ints.to_vec(), ..Default::default() }
-}
-pub fn attr_t(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::TENSOR, t: Some(t), ..Default::default() }
-}
+use crate::proto::{attr_f, attr_i, attr_ints, attr_s};
 
 impl Graph {
     pub fn add(&mut self, a: &Value, b: &Value) -> Value {

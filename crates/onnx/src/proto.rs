@@ -100,6 +100,23 @@ pub struct AttributeProto {
     pub ints: Vec<i64>,
 }
 
+/// Node attributes, one constructor per attribute type we write.
+pub fn attr_i(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
+}
+pub fn attr_f(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f, ..Default::default() }
+}
+pub fn attr_s(name: &str, s: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::STRING, s: s.as_bytes().to_vec(), ..Default::default() }
+}
+pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: ints.to_vec(), ..Default::default() }
+}
+pub fn attr_t(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::TENSOR, t: Some(t), ..Default::default() }
+}
+
 /// `TensorProto.DataType`.
 pub mod data_type {
     pub const FLOAT: i32 = 1;
