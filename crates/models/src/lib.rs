@@ -2,7 +2,7 @@
 //! mirroring the checkpoint's key tree whose `new` writes the (LoRA-merged, shape-checked)
 //! weights into an ONNX graph and whose `forward`/`build` emits the nodes.
 //!
-//! Semantics follow the official AnimateDiff code (spec §1-§3, §6, §7, §11).
+//! Semantics follow the official AnimateDiff code (docs/spec.md §1-§3, §6, §7, §11).
 
 pub mod attention;
 pub mod error;

@@ -1,4 +1,4 @@
-//! The AnimateDiff motion module (`VanillaTemporalModule` → `TemporalTransformer3DModel`, spec §2.2):
+//! The AnimateDiff motion module (`VanillaTemporalModule` → `TemporalTransformer3DModel`, docs/spec.md §2.2):
 //! attention along the frame axis over `(B·H·W)` sequences of F frames.
 //!
 //! ```text
@@ -6,8 +6,8 @@
 //! for a in 0, 1:  h += to_out(attn(rearrange((b f) d c → (b d) f c, LayerNorm_a(h)) + pe[:F]))
 //! h += FF(LayerNorm_ff(h)) → proj_out → (B·F, C, H, W) + x
 //! ```
-//! The positional encoding is computed from its formula (interleaved sin/cos, spec §2.3) and
-//! added to the LayerNorm output inside each attention block, before q/k/v (spec §11.4).
+//! The positional encoding is computed from its formula (interleaved sin/cos, docs/spec.md §2.3) and
+//! added to the LayerNorm output inside each attention block, before q/k/v (docs/spec.md §11.4).
 
 use animatediff_formats::MotionVersion;
 use onnx_writer::{Graph, Value};
@@ -18,7 +18,7 @@ use crate::nn::{FeedForward, Frames, GroupNorm, LayerNorm, Linear, NormSpan};
 use crate::tokens::{from_tokens, image_shape, to_tokens};
 use crate::weights::Weights;
 
-/// Motion-module hyper-parameters (all SD1.5 versions share them, spec §2.2).
+/// Motion-module hyper-parameters (all SD1.5 versions share them, docs/spec.md §2.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MotionConfig {
     pub heads: usize,

@@ -86,7 +86,7 @@ impl Upsample {
     }
 
     /// `x`: `(N, C, H, W)` → `(N, C, 2H, 2W)`, or to the height and width of `like` (the UNet's
-    /// next skip, odd-sized when the image was, spec §1.5).
+    /// next skip, odd-sized when the image was, docs/spec.md §1.5).
     pub fn forward(&self, g: &mut Graph, x: &Value, like: Option<&Value>) -> Value {
         let nc = g.shape_slice(x, 0, 2);
         let hw = match like {
@@ -103,7 +103,7 @@ impl Upsample {
     }
 }
 
-/// Over which elements GroupNorm takes its statistics (spec §3.2).
+/// Over which elements GroupNorm takes its statistics (docs/spec.md §3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormSpan {
     /// Per image: `(C/G, H, W)` for each item of the `(B·F, C, H, W)` batch.
@@ -119,7 +119,7 @@ pub struct Frames {
     pub f: Value,
 }
 
-/// GroupNorm decomposed into reshape, mean and biased variance (spec §10), statistics in fp32.
+/// GroupNorm decomposed into reshape, mean and biased variance (docs/spec.md §10), statistics in fp32.
 pub struct GroupNorm {
     scale: Value,
     shift: Value,
@@ -201,7 +201,7 @@ struct GegluSlice {
     out: Linear,
 }
 
-/// GEGLU feed-forward (spec §1.4): `p = x W1ᵀ + b1` (8C), `y = p[..4C] · GELU(p[4C..])`, then
+/// GEGLU feed-forward (docs/spec.md §1.4): `p = x W1ᵀ + b1` (8C), `y = p[..4C] · GELU(p[4C..])`, then
 /// `Linear(4C → C)`. The first projection is stored as its two halves (value and gate), and both
 /// projections in [`FF_SLICES`] slices of the hidden width: `y W2ᵀ = Σ_j y_j W2_jᵀ`.
 pub struct FeedForward {

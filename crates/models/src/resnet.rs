@@ -1,6 +1,6 @@
-//! The ResNet block of the UNet (`ResnetBlock3D`, spec §1.3) and of the VAE decoder: GroupNorm →
+//! The ResNet block of the UNet (`ResnetBlock3D`, docs/spec.md §1.3) and of the VAE decoder: GroupNorm →
 //! SiLU → conv → (+ time embedding, UNet only) → GroupNorm → SiLU → conv, plus the (1×1-conv)
-//! shortcut. In the UNet its GroupNorms span all frames for v1 (spec §3.2).
+//! shortcut. In the UNet its GroupNorms span all frames for v1 (docs/spec.md §3.2).
 
 use onnx_writer::{Graph, Value};
 
@@ -64,7 +64,7 @@ impl ResnetBlock {
         let mut h = self.conv1.forward(g, &h);
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, silu_temb) {
             let frames = frames.expect("the time embedding is broadcast over the frames");
-            // (B, Cout) → (B·F, Cout, 1, 1): the embedding broadcasts over frames (spec §1.1).
+            // (B, Cout) → (B·F, Cout, 1, 1): the embedding broadcasts over frames (docs/spec.md §1.1).
             let t = proj.forward(g, temb);
             let t = g.unsqueeze(&t, &[1]);
             let one = g.const_i64(&[1]);

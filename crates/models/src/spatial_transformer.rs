@@ -1,4 +1,4 @@
-//! `Transformer3DModel` (spec §1.4): the SD1.5 spatial transformer run per frame — GroupNorm (eps
+//! `Transformer3DModel` (docs/spec.md §1.4): the SD1.5 spatial transformer run per frame — GroupNorm (eps
 //! 1e-6) → 1×1 proj_in → self-attention, cross-attention to the text (its video's: see
 //! `Attention::forward_cross`), GEGLU feed-forward, each pre-LayerNorm and residual → 1×1
 //! proj_out, plus the input.

@@ -1,6 +1,6 @@
-//! The CLIP text encoder (spec §6.1): token + position embeddings, pre-LayerNorm transformer
+//! The CLIP text encoder (docs/spec.md §6.1): token + position embeddings, pre-LayerNorm transformer
 //! layers with causal self-attention and quick-GELU MLPs, final LayerNorm.
-//! `input_ids` int64 [B,77] → `last_hidden_state` f32 [B,77,D]. No padding mask (spec §11.12).
+//! `input_ids` int64 [B,77] → `last_hidden_state` f32 [B,77,D]. No padding mask (docs/spec.md §11.12).
 
 use animatediff_formats::arch::TextEncoderArch;
 use animatediff_formats::ComponentWeights;

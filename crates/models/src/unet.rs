@@ -1,4 +1,4 @@
-//! `UNet3DConditionModel` with motion modules (spec §1, §2.1): the SD1.5 UNet whose spatial
+//! `UNet3DConditionModel` with motion modules (docs/spec.md §1, §2.1): the SD1.5 UNet whose spatial
 //! layers treat frames as batch, with a motion module after every ResNet(+transformer) layer of
 //! every down and up block (and in the mid block for v2).
 //!
@@ -33,7 +33,7 @@ impl UnetConfig {
         Self { arch: UnetArch::default(), motion_version, motion: MotionConfig::sd15(motion_version), motion_mid_block }
     }
 
-    /// v1's ResNet and output GroupNorms normalise across frames; v2/v3 per frame (spec §3.2).
+    /// v1's ResNet and output GroupNorms normalise across frames; v2/v3 per frame (docs/spec.md §3.2).
     pub fn resnet_span(&self) -> NormSpan {
         if self.motion_version.per_frame_resnet_groupnorm() {
             NormSpan::PerFrame
@@ -139,7 +139,7 @@ impl TimeEmbedding {
         self.linear_2.forward(g, &e)
     }
 
-    /// Sinusoidal embedding `[cos | sin]` (flip_sin_to_cos, freq_shift 0, spec §1.2).
+    /// Sinusoidal embedding `[cos | sin]` (flip_sin_to_cos, freq_shift 0, docs/spec.md §1.2).
     fn sinusoidal(&self, g: &mut Graph, t: &Value) -> Value {
         let half = self.channels / 2;
         let k = -(10000f32).ln();
@@ -322,7 +322,7 @@ impl Unet3d {
         let (hd, wd) = (Dim::fixed_or_sym(shapes.height, "height"), Dim::fixed_or_sym(shapes.width, "width"));
         let sample = g.input("sample", ElemType::F32, &[b.clone(), Dim::Fixed(a.in_channels), f.clone(), hd.clone(), wd.clone()]);
         let timestep = g.input("timestep", ElemType::F32, std::slice::from_ref(&b));
-        let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::Fixed(77), Dim::Fixed(a.cross_attention_dim)]);
+        let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::Fixed(crate::text_encoder::SEQUENCE_LENGTH), Dim::Fixed(a.cross_attention_dim)]);
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
         // stays (B, 77, D), not repeated per frame: cross-attention attends a video's frames together

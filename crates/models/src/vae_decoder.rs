@@ -1,4 +1,4 @@
-//! The SD1.5 VAE decoder (spec §7): `latent_sample` f32 [N,4,h,w] (the sampler's latents; the
+//! The SD1.5 VAE decoder (docs/spec.md §7): `latent_sample` f32 [N,4,h,w] (the sampler's latents; the
 //! graph applies 1/scaling_factor) → `sample` f32 [N,3,8h,8w], the raw decoder output (no clamp).
 //! All GroupNorms eps 1e-6; a single-head attention in the mid block.
 
@@ -117,7 +117,7 @@ impl VaeDecoder {
         let z = self.arch.latent_channels;
         let dim = |v: Option<usize>, name: &str, k: usize| Dim::fixed_or_sym(v.map(|x| x * k), name);
         let latent = g.input("latent_sample", ElemType::F32, &[Dim::sym("N"), Dim::Fixed(z), dim(height, "h", 1), dim(width, "w", 1)]);
-        // The official `1 / 0.18215 * latents` (spec §7, §11.13).
+        // The official `1 / 0.18215 * latents` (docs/spec.md §7, §11.13).
         let inv = g.scalar((1.0 / self.arch.scaling_factor) as f32);
         let x = g.to_act(&latent);
         let x = g.mul(&x, &inv);

@@ -12,5 +12,5 @@ pub use attention::{MS_DOMAIN, SDPA_MIN_OPSET};
 pub use attention_form::AttentionForm;
 pub use graph::{external_data_path, DataSet, Dim, ElemType, ExternalData, Graph, Reused, Value, WeightStorage, MAX_EXTERNAL_FILE_BYTES};
 
-/// Default opset: 17 (LayerNormalization available; GroupNorm is decomposed, spec §10).
+/// Default opset: 17 (LayerNormalization available; GroupNorm is decomposed, docs/spec.md §10).
 pub const DEFAULT_OPSET: i64 = 17;

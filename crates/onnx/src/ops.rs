@@ -122,7 +122,7 @@ impl Graph {
     }
 
     /// Nearest-neighbour resize of the last two axes to `sizes` (a full-rank int64 shape), as
-    /// PyTorch's `interpolate(mode="nearest")` (spec §10).
+    /// PyTorch's `interpolate(mode="nearest")` (docs/spec.md §10).
     pub fn resize_nearest(&mut self, x: &Value, sizes: &Value) -> Value {
         let empty = Value(String::new());
         self.op(
