@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::artifact::Artifact;
-use crate::backend::{Runtime, Tensor};
+use crate::{Runtime, Tensor};
 use crate::error::{Error, Result};
 use crate::noise;
 use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
@@ -82,9 +82,8 @@ pub fn small_inputs(s: SmallShapes) -> Vec<Case> {
 
 /// Runs one case on `runtime`.
 pub fn run(runtime: &Runtime, dir: &Path, graph_file: &str, case: &Case) -> Result<(Vec<usize>, Vec<f32>)> {
-    let shapes: Vec<(Vec<usize>, bool)> =
-        case.inputs.iter().map(|(_, t)| (t.shape().to_vec(), matches!(t, Tensor::I64 { .. }))).collect();
-    let mut session = runtime.load(&dir.join(graph_file), &shapes)?;
+    let specs: Vec<_> = case.inputs.iter().map(|(_, t)| t.spec()).collect();
+    let mut session = runtime.load(&dir.join(graph_file), &specs)?;
     let inputs: Vec<Tensor> = case.inputs.iter().map(|(_, t)| t.clone()).collect();
     session.run(&inputs)
 }

@@ -59,9 +59,13 @@ const BROADCAST_MAX_VALUES: usize = 1 << 20;
 /// What was rewritten, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rewrites {
+    /// Small convolutions turned into products over the whole batch.
     pub small_convs: usize,
+    /// Large convolutions run image by image.
     pub per_image_convs: usize,
+    /// Attentions run block by block (`tract_attention`).
     pub block_attentions: usize,
+    /// Per-channel constants broadcast over the batch.
     pub broadcast_constants: usize,
 }
 
