@@ -102,6 +102,18 @@ fn window_touches_image(start: usize, len: usize, pad: usize, size: usize) -> bo
     start < pad + size && start + len > pad
 }
 
+/// Kernel tap `(i, j)` of an OIHW kernel of dimensions `[co, c, kh, kw]`: its `(C_out × C_in)`
+/// weights, row-major.
+fn tap_weights(k: &[f32], [co, c, kh, kw]: [usize; 4], (i, j): (usize, usize)) -> Vec<f32> {
+    let mut rows = vec![0f32; co * c];
+    for (o, row) in rows.chunks_exact_mut(c).enumerate() {
+        for (ci, r) in row.iter_mut().enumerate() {
+            *r = k[((o * c + ci) * kh + i) * kw + j];
+        }
+    }
+    rows
+}
+
 fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let node = &model.nodes()[id];
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
@@ -160,13 +172,7 @@ fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<Ty
     for (t, &(i, j)) in taps.iter().enumerate() {
         let s = patch.wire_node(format!("{name}.tap{t}.h"), Slice::new(1, i, i + ho), &[x])?[0];
         let s = patch.wire_node(format!("{name}.tap{t}.w"), Slice::new(2, j, j + wo), &[s])?[0];
-        let mut rows = vec![0f32; co * c];
-        for (o, row) in rows.chunks_exact_mut(c).enumerate() {
-            for (ci, r) in row.iter_mut().enumerate() {
-                *r = k[((o * c + ci) * kh + i) * kw + j];
-            }
-        }
-        let wt = patch.add_const(format!("{name}.tap{t}.weights"), tensor1(&rows).into_shape(&[co, c])?)?;
+        let wt = patch.add_const(format!("{name}.tap{t}.weights"), tensor1(&tap_weights(k, [co, c, kh, kw], (i, j))).into_shape(&[co, c])?)?;
         let product = EinSum::new("nhwk,ok->nhwo".parse()?, f32::datum_type());
         let p = patch.wire_node(format!("{name}.tap{t}.matmul"), product, &[s, wt])?[0];
         y = Some(match y {
