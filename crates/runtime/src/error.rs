@@ -137,3 +137,36 @@ impl Error {
 
 /// This crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a command line does: its own flag for each setting.
+    fn flag(s: Setting) -> String {
+        match s {
+            Setting::Width => "--width".into(),
+            Setting::Ep => "--ep".into(),
+            Setting::Fallback => "--ep-fallback".into(),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn messages_name_api_settings_and_a_front_end_can_spell_them_its_way() {
+        let e = Error::Invalid { setting: Setting::Width, value: "100".into(), reason: "not a positive multiple of 8".into() };
+        assert_eq!(e.to_string(), "VideoShape::width 100: not a positive multiple of 8");
+        assert_eq!(e.describe(&flag), "--width 100: not a positive multiple of 8");
+        let e = Error::ProviderUnavailable {
+            requested: "cuda".into(),
+            reason: "not in this library".into(),
+            available: "tract, cpu".into(),
+            fix: Some(ProviderFix::ChooseOrFallback),
+        };
+        let api = "execution provider `cuda` is not available: not in this library. Available here: tract, cpu. Choose one of those with RuntimeOptions::ep, or set RuntimeOptions::fallback to fall back automatically";
+        assert_eq!(e.to_string(), api);
+        assert_eq!(e.describe(&flag), api.replace("RuntimeOptions::ep", "--ep").replace("RuntimeOptions::fallback", "--ep-fallback"));
+        let e = Error::Input("token ids must have length 77".into());
+        assert_eq!(e.describe(&flag), e.to_string());
+    }
+}

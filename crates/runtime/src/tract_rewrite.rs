@@ -16,13 +16,13 @@
 //!   takes a single image only). At 512×512 × 16 frames (64×64 latents, batch CFG × frames = 32)
 //!   the first 3×3 convolution of the UNet's top up-block reads 960 channels: 960·9 × 4096 values
 //!   per image, 4.5 GB for the batch, and such scratch held a full-size tract forward 5 GB above
-//!   its weights. Here a convolution whose per-image scratch is at least [`PER_IMAGE_MIN_BYTES`]
+//!   its weights. Here a convolution whose per-image scratch is at least `PER_IMAGE_MIN_BYTES`
 //!   runs on each image's slice of the batch, the results concatenated: the same products, no
 //!   scratch.
 //! - **Attention block by block.** tract's SDPA (what `com.microsoft.MultiHeadAttention` and ONNX
-//!   `Attention` import as) becomes [`BlockAttention`], which reads Q, K and V before tract's
+//!   `Attention` import as) becomes `BlockAttention`, which reads Q, K and V before tract's
 //!   transposes and runs each block of queries through two packed matrix products and a
-//!   vectorised softmax (see [`crate::tract_attention`]).
+//!   vectorised softmax (see `tract_attention.rs`).
 //! - **Per-channel constants broadcast over the batch.** GroupNorm's scale and shift (`[1, C, 1,
 //!   1]` against `[N, C, H, W]`) fall outside tract's fast broadcasting kernels, which want the
 //!   constant's leading axes equal to the data's; the constant is stored expanded to `[N, C, 1, 1]`

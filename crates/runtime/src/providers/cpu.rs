@@ -8,10 +8,7 @@ pub(crate) const PROVIDER: Provider = Provider {
     name: "cpu",
     fallback: &[Ep::Tract],
     // the CPU provider is in every ONNX Runtime library: available when the library loads
-    unavailable: |options| {
-        crate::ort_env::load_error(options.ort_library.as_deref())
-            .map(|reason| super::Unavailable { reason, fix: crate::error::ProviderFix::OrtLibrary })
-    },
+    unavailable: ort_provider::library_unavailable,
     load: |path, inputs, options| {
         // Without its arena, the CPU provider returns each activation to the heap (large blocks
         // are unmapped, see `heap`) instead of keeping every session's high-water mark

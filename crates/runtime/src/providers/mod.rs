@@ -1,6 +1,6 @@
 //! Execution providers: where a graph runs. Each has a module of its own holding its options and
-//! how it is registered (its [`Provider`] entry); the registry at the bottom of this file names
-//! them once, and [`Ep`] with its name, availability, fallback order and loading follow from it.
+//! how it is registered (its [`Provider`] entry); the `registry!` invocation below names them
+//! once, and [`Ep`] with its name, availability, fallback order and loading follow from it.
 //!
 //! Adding a provider: a module here with its `PROVIDER` entry (for ONNX Runtime's providers, an
 //! `ort::ep` builder passed to [`ort_provider::load`], as `cuda.rs` does), and one line in the

@@ -9,15 +9,19 @@ use crate::runtime::{available, RuntimeOptions};
 use crate::session::ort::OrtSession;
 use crate::session::GraphSession;
 
+/// Why no ONNX Runtime provider can run: the library does not load.
+pub(crate) fn library_unavailable(options: &RuntimeOptions) -> Option<Unavailable> {
+    crate::ort_env::load_error(options.ort_library.as_deref()).map(|reason| Unavailable { reason, fix: ProviderFix::OrtLibrary })
+}
+
 /// Why an ONNX Runtime provider cannot run: the library does not load, or `listed` (the provider's
 /// `is_available`) says it lacks the provider, whose requirements `needs` states.
 pub(crate) fn unavailable(options: &RuntimeOptions, ep: Ep, listed: fn() -> ort::Result<bool>, needs: &str) -> Option<Unavailable> {
-    if let Some(reason) = crate::ort_env::load_error(options.ort_library.as_deref()) {
-        return Some(Unavailable { reason, fix: ProviderFix::OrtLibrary });
-    }
-    (!listed().unwrap_or(false)).then(|| Unavailable {
-        reason: format!("the ONNX Runtime library in use was not built with the {ep} provider ({needs})"),
-        fix: ProviderFix::ChooseOrFallback,
+    library_unavailable(options).or_else(|| {
+        (!listed().unwrap_or(false)).then(|| Unavailable {
+            reason: format!("the ONNX Runtime library in use was not built with the {ep} provider ({needs})"),
+            fix: ProviderFix::ChooseOrFallback,
+        })
     })
 }
 
