@@ -6,12 +6,7 @@
 //! `ort::ep` builder passed to [`ort_provider::load`], as `cuda.rs` does), and one line in the
 //! `registry!` invocation below.
 
-mod cpu;
-mod cuda;
-mod directml;
 pub(crate) mod ort_provider;
-mod tensorrt;
-mod tract;
 
 use std::fmt;
 use std::path::Path;
@@ -44,9 +39,12 @@ pub(crate) struct Provider {
     pub(crate) load: LoadFn,
 }
 
-/// Declares [`Ep`] from the registry's lines, `Variant => module` (the module's `PROVIDER`).
+/// Declares each provider's module and [`Ep`] from the registry's lines, `Variant => module` (the
+/// module's `PROVIDER`).
 macro_rules! registry {
     ($($(#[$doc:meta])* $variant:ident => $module:ident,)*) => {
+        $(mod $module;)*
+
         /// Where a graph runs: tract, or one of ONNX Runtime's execution providers. Parses from and
         /// displays as its lower-case name (`tract`, `cpu`, `cuda`, `tensorrt`, `directml`).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
