@@ -53,10 +53,13 @@ impl Input {
 
 /// tract as the product runs it: `animatediff_runtime`'s session, with its load-time rewrites.
 fn run_tract(model: &Path, inputs: &[(&str, &Input)]) -> Vec<f32> {
-    use animatediff_runtime::{Runtime, RuntimeOptions, Tensor};
+    use animatediff_runtime::{InputSpec, Runtime, RuntimeOptions, Tensor};
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let shapes: Vec<(Vec<usize>, bool)> = inputs.iter().map(|(_, i)| (i.shape(), matches!(i, Input::I64(_)))).collect();
-    let mut session = runtime.load(model, &shapes).unwrap_or_else(|e| panic!("tract loading {}: {e}", model.display()));
+    let specs: Vec<InputSpec> = inputs
+        .iter()
+        .map(|(_, i)| if matches!(i, Input::I64(_)) { InputSpec::i64(i.shape()) } else { InputSpec::f32(i.shape()) })
+        .collect();
+    let mut session = runtime.load(model, &specs).unwrap_or_else(|e| panic!("tract loading {}: {e}", model.display()));
     let tensors: Vec<Tensor> = inputs
         .iter()
         .map(|(_, input)| match input {
@@ -223,9 +226,11 @@ fn tract_rewrites_fire_on_the_unet() {
     let out = dir.path().join("artifact");
     build(&variant_options("base", "v2", &out)).unwrap();
     let mut g = Golden::open("base_v2");
-    let shapes: Vec<(Vec<usize>, bool)> =
-        ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"].into_iter().map(|n| (g.f32(n).shape().to_vec(), false)).collect();
-    let mut typed = animatediff_runtime::tract_decluttered(&out.join("unet.onnx"), &shapes).unwrap();
+    let specs: Vec<animatediff_runtime::InputSpec> = ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"]
+        .into_iter()
+        .map(|n| animatediff_runtime::InputSpec::f32(g.f32(n).shape()))
+        .collect();
+    let mut typed = animatediff_runtime::tract_decluttered(&out.join("unet.onnx"), &specs).unwrap();
     let convs = typed.nodes().iter().filter(|n| n.op_is::<tract_onnx::tract_core::ops::cnn::Conv>()).count();
     let done = animatediff_runtime::tract_rewrite::apply(&mut typed).unwrap();
     eprintln!("{convs} convolutions; rewritten: {done:?}");

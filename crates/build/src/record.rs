@@ -5,10 +5,11 @@ use std::path::Path;
 
 use animatediff_formats::{ComponentKind, MotionModule};
 use animatediff_runtime::manifest::{
-    self, ComponentFiles, DType, Dim, GraphFile, Graphs, Inputs, LoraInput, Manifest, MotionModuleInput, ResnetGroupNorm, TensorSpec,
+    self, ComponentFiles, Dim, GraphFile, Graphs, Inputs, LoraInput, Manifest, MotionModuleInput, ResnetGroupNorm, TensorSpec,
     TokenizerFile, Tool,
 };
-use animatediff_runtime::tokenizer::MAX_LENGTH;
+use animatediff_runtime::DType;
+use animatediff_models::text_encoder::SEQUENCE_LENGTH as MAX_LENGTH;
 
 use crate::error::{io, Error};
 use crate::graphs::UnetFiles;
@@ -35,12 +36,12 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
     let image = |c: usize, f: usize, names: [&str; 2]| {
         vec![Dim::Named("N".into()), d(c), Dim::fixed_or(h.map(|x| f * x), names[0]), Dim::fixed_or(w.map(|x| f * x), names[1])]
     };
-    let f32 = |name: &str, shape| TensorSpec::new(name, DType::Float32, shape);
+    let f32 = |name: &str, shape| TensorSpec::new(name, DType::F32, shape);
     let inline = |file: &str, inputs, outputs| GraphFile { file: file.into(), external_data: None, lora_dependent_data: None, inputs, outputs };
     Graphs {
         text_encoder: inline(
             "text_encoder.onnx",
-            vec![TensorSpec::new("input_ids", DType::Int64, vec![Dim::Named("batch".into()), d(MAX_LENGTH)])],
+            vec![TensorSpec::new("input_ids", DType::I64, vec![Dim::Named("batch".into()), d(MAX_LENGTH)])],
             vec![f32("last_hidden_state", context())],
         ),
         unet: GraphFile {

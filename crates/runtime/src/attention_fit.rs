@@ -6,7 +6,7 @@
 use onnx_writer::AttentionForm;
 
 use crate::artifact::Artifact;
-use crate::backend::Ep;
+use crate::providers::Ep;
 use crate::error::{Error, Result};
 use crate::pipeline::VideoShape;
 

@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::artifact::Artifact;
-use crate::backend::{Runtime, Tensor};
+use crate::{DType, Runtime, Tensor};
 use crate::error::{Error, Result};
-use crate::manifest::{DType, Precision};
+use crate::manifest::Precision;
 use crate::noise;
 use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
 
@@ -36,6 +36,7 @@ pub struct SmallShapes {
     pub channels: usize,
     /// Text-encoder width.
     pub context: usize,
+    /// Frames of the UNet's input.
     pub frames: usize,
     /// Latent height and width.
     pub latent_hw: (usize, usize),
@@ -91,9 +92,8 @@ pub fn small_inputs(s: SmallShapes) -> Vec<Case> {
 
 /// Runs one case on `runtime`.
 pub fn run(runtime: &Runtime, dir: &Path, graph_file: &str, case: &Case) -> Result<(Vec<usize>, Vec<f32>)> {
-    let shapes: Vec<(Vec<usize>, bool)> =
-        case.inputs.iter().map(|(_, t)| (t.shape().to_vec(), matches!(t, Tensor::I64 { .. }))).collect();
-    let mut session = runtime.load(&dir.join(graph_file), &shapes)?;
+    let specs: Vec<_> = case.inputs.iter().map(|(_, t)| t.spec()).collect();
+    let mut session = runtime.load(&dir.join(graph_file), &specs)?;
     let inputs: Vec<Tensor> = case.inputs.iter().map(|(_, t)| t.clone()).collect();
     session.run(&inputs)
 }
@@ -154,7 +154,7 @@ pub fn read_bundle(path: &Path, artifact: &Artifact) -> Result<Vec<Case>> {
     for (graph, g) in artifact.manifest.graphs.iter() {
         let mut inputs = Vec::new();
         for i in &g.inputs {
-            let t = read(&format!("{graph}.{}", i.name), i.dtype == DType::Int64)?;
+            let t = read(&format!("{graph}.{}", i.name), i.dtype == DType::I64)?;
             inputs.push((i.name.clone(), t));
         }
         let output = g.outputs.first().map(|o| o.name.clone()).unwrap_or_default();
@@ -174,9 +174,11 @@ pub struct Row {
     pub graph: String,
     /// What was compared with what (`cpu vs tract`, `tract vs golden`).
     pub compared: String,
+    /// Max |got − reference|.
     pub max_abs_error: f64,
     /// Max abs error over max |reference|.
     pub max_relative_error: f64,
+    /// The largest relative error that passes.
     pub tolerance: f64,
     /// Whether the relative error is within the tolerance (and the output finite).
     pub pass: bool,

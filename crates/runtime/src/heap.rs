@@ -3,17 +3,16 @@
 //!
 //! glibc serves allocations below its mmap threshold from its heaps and, by default, raises that
 //! threshold (up to 32 MB) each time a larger block is freed. Loading a graph allocates and frees
-//! many large temporaries (tract reads, decluttered and packs 5.3 GB of UNet weights); with the
-//! raised threshold they stay in the heap once freed, and a full-size tract `animate` peaked at
-//! 1.33x the weights. While loading, a fixed 1 MB threshold (and glibc's default 128 KB trim
-//! threshold) returns them to the system: 1.09x (BENCHMARKS.md).
+//! many large temporaries (tract reads, declutters and packs gigabytes of UNet weights); with the
+//! raised threshold they stay in the heap once freed and raise the process's peak well above the
+//! weights. While loading, a fixed 1 MB threshold (and glibc's default 128 KB trim threshold)
+//! returns them to the system.
 //!
 //! Running is the opposite case: each forward allocates and frees the same activations over and
 //! over, and served by mmap, or trimmed from the heap's top, each would be mapped and zero-filled
-//! again: the full-size 8×8 UNet forward on tract took 3.28 s instead of 1.99 s with the 1 MB
-//! threshold, and 2.23 s with glibc's 64 MB trim threshold. After loading, the mmap threshold is
-//! fixed at 32 MB (where glibc's own adjustment ends) and the heap is not trimmed, so activations
-//! are reused: 1.99 s, and the peak RSS stays that of loading plus one forward's activations.
+//! again, which slows every forward. After loading, the mmap threshold is fixed at 32 MB (where
+//! glibc's own adjustment ends) and the heap is not trimmed, so activations are reused and the
+//! peak stays that of loading plus one forward's activations. BENCHMARKS.md has the measurements.
 
 /// Holds the loading settings; dropping it sets the running ones.
 pub(crate) struct Loading(());

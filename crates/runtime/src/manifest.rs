@@ -18,6 +18,7 @@ use onnx_writer::AttentionForm;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::scheduler::SchedulerConfig;
+use crate::session::DType;
 use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
 
 /// The manifest's `format` tag: what says a directory is an artifact of ours.
@@ -327,16 +328,6 @@ impl TensorSpec {
     pub fn new(name: &str, dtype: DType, shape: Vec<Dim>) -> Self {
         Self { name: name.to_owned(), dtype, shape }
     }
-}
-
-/// The element types of graph inputs and outputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    /// `float32`.
-    Float32,
-    /// `int64`.
-    Int64,
 }
 
 /// One dimension of a graph input or output: fixed, or symbolic with a name.

@@ -4,6 +4,7 @@
 //! `…·sin(2π u2)`, filled in `(B, C, F, H, W)` C order and rounded to f32. (Bit-exact parity
 //! with PyTorch's generators is not attempted; use `--latents-in` to start from given latents.)
 
+/// `n` standard normal values from `seed`, as the module documentation describes.
 pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
     let mut state = seed;
     let mut next = || {

@@ -7,36 +7,50 @@
 //! ```
 
 use crate::artifact::Artifact;
-use crate::backend::{GraphSession, Runtime, Tensor};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
+use crate::runtime::Runtime;
+use crate::session::{GraphSession, InputSpec, Tensor};
 use crate::scheduler::Ddim;
 use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
 
 /// One RGB frame, row-major, 3 bytes per pixel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
+    /// Pixels per row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// `width · height · 3` bytes: R, G, B per pixel, rows top to bottom.
     pub rgb: Vec<u8>,
 }
 
 /// Video size: frames and pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VideoShape {
+    /// Frames (1 to the motion module's maximum, see [`Artifact::max_frames`]).
     pub frames: usize,
+    /// Pixels, a multiple of 8.
     pub height: usize,
+    /// Pixels, a multiple of 8.
     pub width: usize,
 }
 
 impl VideoShape {
+    /// Values in the latents `(1, channels, frames, height / 8, width / 8)` of this video.
     pub fn latent_len(&self, channels: usize) -> usize {
         channels * self.frames * (self.height / 8) * (self.width / 8)
     }
 }
 
+/// An artifact's three graphs loaded for one video shape, with its tokenizer and scheduler: text
+/// encoding ([`encode`](Self::encode)), denoising ([`sample`](Self::sample)) and decoding
+/// ([`decode`](Self::decode)).
 pub struct Pipeline {
+    /// The artifact the graphs come from.
     pub artifact: Artifact,
+    /// The video shape the graphs were loaded for.
     pub shape: VideoShape,
+    /// The artifact's DDIM scheduler.
     pub scheduler: Ddim,
     /// How well the artifact's attention form fits the provider and size (see `attention_fit`).
     pub warnings: Vec<String>,
@@ -47,30 +61,33 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Checks the video shape against the artifact and loads the three graphs.
+    /// Checks the video shape against the artifact and loads the three graphs on `runtime`,
+    /// calling `progress` with each graph's name before loading it.
     pub fn load(artifact: Artifact, runtime: &Runtime, shape: VideoShape, mut progress: impl FnMut(&str)) -> Result<Self> {
         let VideoShape { frames, height, width } = shape;
-        for (name, v) in [("width", width), ("height", height)] {
+        for (setting, v) in [(Setting::Width, width), (Setting::Height, height)] {
             if v == 0 || v % 8 != 0 {
-                return Err(Error::Input(format!("--{name} {v} is not a positive multiple of 8 (the VAE's factor)")));
+                return Err(Error::Invalid { setting, value: v.to_string(), reason: "not a positive multiple of 8 (the VAE's factor)".into() });
             }
         }
         if frames == 0 || frames > artifact.max_frames() {
-            return Err(Error::Input(format!(
-                "--frames {frames}: this model's {} motion module accepts 1 to {} frames",
-                artifact.motion_version(), artifact.max_frames()
-            )));
+            return Err(Error::Invalid {
+                setting: Setting::Frames,
+                value: frames.to_string(),
+                reason: format!("this model's {} motion module accepts 1 to {} frames", artifact.motion_version(), artifact.max_frames()),
+            });
         }
         let (h, w) = (height / 8, width / 8);
         if let Some(f) = artifact.fixed_frames() {
             if f != frames {
-                return Err(Error::Input(format!("--frames {frames}: the model was built for exactly {f} frames (build-graph --frames)")));
+                let reason = format!("the model was built for exactly {f} frames (its manifest's fixed frame count)");
+                return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
             }
         }
         if let Some((fh, fw)) = artifact.fixed_latent_hw() {
             if (fh, fw) != (h, w) {
                 return Err(Error::Input(format!(
-                    "{width}x{height}: the model was built for exactly {}x{} pixels (build-graph --width/--height)",
+                    "video size {width}x{height}: the model was built for exactly {}x{} pixels (its manifest's fixed size)",
                     fw * 8,
                     fh * 8
                 )));
@@ -82,17 +99,18 @@ impl Pipeline {
         let tokenizer = ClipTokenizer::from_file(&artifact.tokenizer_path())?;
         let (c, d) = (artifact.latent_channels(), artifact.context_dim());
         progress("text encoder");
-        let text_encoder = runtime.load(&artifact.graph_path("text_encoder"), &[(vec![2, MAX_LENGTH], true)])?;
+        let text_encoder = runtime.load(&artifact.graph_path("text_encoder"), &[InputSpec::i64([2, MAX_LENGTH])])?;
         progress("UNet");
         let unet = runtime.load(
             &artifact.graph_path("unet"),
-            &[(vec![2, c, frames, h, w], false), (vec![2], false), (vec![2, MAX_LENGTH, d], false)],
+            &[InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([2, MAX_LENGTH, d])],
         )?;
         progress("VAE decoder");
-        let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[(vec![1, c, h, w], false)])?;
+        let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[InputSpec::f32([1, c, h, w])])?;
         Ok(Self { artifact, shape, scheduler, warnings, tokenizer, text_encoder, unet, vae })
     }
 
+    /// The prompt's CLIP token ids, padded to 77 (see [`ClipTokenizer::encode`]).
     pub fn tokenize(&self, prompt: &str) -> Result<Vec<i64>> {
         self.tokenizer.encode(prompt)
     }
@@ -115,7 +133,8 @@ impl Pipeline {
             return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), self.shape.frames, self.shape.height / 8, self.shape.width / 8)));
         }
         if steps == 0 || steps > self.artifact.scheduler().num_train_timesteps {
-            return Err(Error::Input(format!("--steps {steps}: expected 1 to {}", self.artifact.scheduler().num_train_timesteps)));
+            let reason = format!("expected 1 to {}", self.artifact.scheduler().num_train_timesteps);
+            return Err(Error::Invalid { setting: Setting::Steps, value: steps.to_string(), reason });
         }
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
         let d = self.artifact.context_dim();
@@ -153,7 +172,7 @@ impl Pipeline {
 
 /// Raw decoder output `(1, 3, H, W)` → RGB bytes: `trunc(255 · clamp(x/2 + 0.5, 0, 1))`, the
 /// official `save_videos_grid` conversion (spec §7).
-pub fn to_frame(x: &[f32], width: usize, height: usize) -> Frame {
+fn to_frame(x: &[f32], width: usize, height: usize) -> Frame {
     let plane = width * height;
     let mut rgb = vec![0u8; plane * 3];
     for p in 0..plane {

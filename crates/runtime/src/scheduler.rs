@@ -5,19 +5,31 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The scheduler settings an artifact's manifest records (diffusers' names and meanings).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerConfig {
+    /// The scheduler, `DDIM` (the only one supported).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Training timesteps T (1000).
     pub num_train_timesteps: usize,
+    /// β at t = 0.
     pub beta_start: f64,
+    /// β at t = T − 1.
     pub beta_end: f64,
+    /// How β goes from `beta_start` to `beta_end`: `linear` or `scaled_linear`.
     pub beta_schedule: String,
+    /// Added to every timestep (1).
     pub steps_offset: usize,
+    /// Whether x0 is clipped to [-1, 1] (must be false).
     pub clip_sample: bool,
+    /// Whether ᾱ_prev is 1 after the last step (else ᾱ_0).
     pub set_alpha_to_one: bool,
+    /// What the UNet predicts (must be `epsilon`).
     pub prediction_type: String,
+    /// How the sampled timesteps are spaced (must be `leading`).
     pub timestep_spacing: String,
+    /// DDIM's η (must be 0).
     #[serde(default)]
     pub eta: f64,
 }
@@ -41,8 +53,10 @@ impl SchedulerConfig {
     }
 }
 
+/// The DDIM scheduler of one configuration: its ᾱ table, timesteps and update.
 #[derive(Clone, Debug)]
 pub struct Ddim {
+    /// The configuration it was made from.
     pub config: SchedulerConfig,
     /// ᾱ_t for t = 0 … num_train_timesteps−1 (f32, as the reference computes them).
     pub alphas_cumprod: Vec<f32>,
@@ -50,6 +64,7 @@ pub struct Ddim {
 }
 
 impl Ddim {
+    /// The scheduler for `config`; an error says which setting is not supported.
     pub fn new(config: SchedulerConfig) -> Result<Self, String> {
         if config.kind != "DDIM" {
             return Err(format!("scheduler `{}` is not supported (DDIM only)", config.kind));

@@ -6,13 +6,18 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-pub const MAX_LENGTH: usize = 77;
-pub const BOS: i64 = 49406;
-pub const EOS: i64 = 49407;
+/// Token ids per prompt, padding included.
+pub(crate) const MAX_LENGTH: usize = 77;
+/// CLIP's start-of-text token.
+pub(crate) const BOS: i64 = 49406;
+/// CLIP's end-of-text token, also the padding.
+pub(crate) const EOS: i64 = 49407;
 
+/// CLIP's tokenizer as every artifact ships it.
 pub struct ClipTokenizer(tokenizers::Tokenizer);
 
 impl ClipTokenizer {
+    /// Reads a `tokenizer.json` (an artifact's is at [`Artifact::tokenizer_path`](crate::Artifact::tokenizer_path)).
     pub fn from_file(path: &Path) -> Result<Self> {
         tokenizers::Tokenizer::from_file(path)
             .map(ClipTokenizer)

@@ -16,13 +16,13 @@
 //!   takes a single image only). At 512×512 × 16 frames (64×64 latents, batch CFG × frames = 32)
 //!   the first 3×3 convolution of the UNet's top up-block reads 960 channels: 960·9 × 4096 values
 //!   per image, 4.5 GB for the batch, and such scratch held a full-size tract forward 5 GB above
-//!   its weights. Here a convolution whose per-image scratch is at least [`PER_IMAGE_MIN_BYTES`]
+//!   its weights. Here a convolution whose per-image scratch is at least `PER_IMAGE_MIN_BYTES`
 //!   runs on each image's slice of the batch, the results concatenated: the same products, no
 //!   scratch.
 //! - **Attention block by block.** tract's SDPA (what `com.microsoft.MultiHeadAttention` and ONNX
-//!   `Attention` import as) becomes [`BlockAttention`], which reads Q, K and V before tract's
+//!   `Attention` import as) becomes `BlockAttention`, which reads Q, K and V before tract's
 //!   transposes and runs each block of queries through two packed matrix products and a
-//!   vectorised softmax (see [`crate::tract_attention`]).
+//!   vectorised softmax (see `tract_attention.rs`).
 //! - **Per-channel constants broadcast over the batch.** GroupNorm's scale and shift (`[1, C, 1,
 //!   1]` against `[N, C, H, W]`) fall outside tract's fast broadcasting kernels, which want the
 //!   constant's leading axes equal to the data's; the constant is stored expanded to `[N, C, 1, 1]`
@@ -59,9 +59,13 @@ const BROADCAST_MAX_VALUES: usize = 1 << 20;
 /// What was rewritten, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rewrites {
+    /// Small convolutions turned into products over the whole batch.
     pub small_convs: usize,
+    /// Large convolutions run image by image.
     pub per_image_convs: usize,
+    /// Attentions run block by block (`tract_attention`).
     pub block_attentions: usize,
+    /// Per-channel constants broadcast over the batch.
     pub broadcast_constants: usize,
 }
 
@@ -96,6 +100,18 @@ fn rewrite_each<O: Op>(model: &mut TypedModel, rule: Rule) -> TractResult<usize>
 /// `pad`.
 fn window_touches_image(start: usize, len: usize, pad: usize, size: usize) -> bool {
     start < pad + size && start + len > pad
+}
+
+/// Kernel tap `(i, j)` of an OIHW kernel of dimensions `[co, c, kh, kw]`: its `(C_out × C_in)`
+/// weights, row-major.
+fn tap_weights(k: &[f32], [co, c, kh, kw]: [usize; 4], (i, j): (usize, usize)) -> Vec<f32> {
+    let mut rows = vec![0f32; co * c];
+    for (o, row) in rows.chunks_exact_mut(c).enumerate() {
+        for (ci, r) in row.iter_mut().enumerate() {
+            *r = k[((o * c + ci) * kh + i) * kw + j];
+        }
+    }
+    rows
 }
 
 fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
@@ -156,13 +172,7 @@ fn small_conv_over_batch(model: &TypedModel, id: usize) -> TractResult<Option<Ty
     for (t, &(i, j)) in taps.iter().enumerate() {
         let s = patch.wire_node(format!("{name}.tap{t}.h"), Slice::new(1, i, i + ho), &[x])?[0];
         let s = patch.wire_node(format!("{name}.tap{t}.w"), Slice::new(2, j, j + wo), &[s])?[0];
-        let mut rows = vec![0f32; co * c];
-        for (o, row) in rows.chunks_exact_mut(c).enumerate() {
-            for (ci, r) in row.iter_mut().enumerate() {
-                *r = k[((o * c + ci) * kh + i) * kw + j];
-            }
-        }
-        let wt = patch.add_const(format!("{name}.tap{t}.weights"), tensor1(&rows).into_shape(&[co, c])?)?;
+        let wt = patch.add_const(format!("{name}.tap{t}.weights"), tensor1(&tap_weights(k, [co, c, kh, kw], (i, j))).into_shape(&[co, c])?)?;
         let product = EinSum::new("nhwk,ok->nhwo".parse()?, f32::datum_type());
         let p = patch.wire_node(format!("{name}.tap{t}.matmul"), product, &[s, wt])?[0];
         y = Some(match y {

@@ -206,7 +206,7 @@ fn run(mut args: Args) -> Result<(), String> {
         media::check(&out, format, &notify)?; // before any work
     }
     let model = model_dir(&args)?;
-    let artifact = Artifact::open(&model).map_err(|e| e.to_string())?;
+    let artifact = Artifact::open(&model).map_err(with_flags)?;
     let jobs = jobs(&args, &out, format)?;
     if args.config.is_some() {
         for job in &jobs {
@@ -223,7 +223,7 @@ fn run(mut args: Args) -> Result<(), String> {
         trt_cache: args.trt_cache.clone(),
         ..Default::default()
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(with_flags)?;
     for n in &runtime.notes {
         eprintln!("animate: {n}");
     }
@@ -302,7 +302,7 @@ fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, quiet: bool) 
         loading.set_message(format!("loading {what}"));
         loading.inc(1);
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(with_flags)?;
     loading.finish_and_clear();
     for w in &p.warnings {
         eprintln!("animate: warning: {w}");
@@ -323,17 +323,17 @@ fn render(args: &Args, job: &Job, p: &mut Pipeline, runtime: &Runtime) -> Result
             (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))
         }
     };
-    let uncond = p.tokenize(&job.negative).map_err(|e| e.to_string())?;
-    let cond = p.tokenize(&job.prompt).map_err(|e| e.to_string())?;
-    let ctx = p.encode(&uncond, &cond).map_err(|e| e.to_string())?;
+    let uncond = p.tokenize(&job.negative).map_err(with_flags)?;
+    let cond = p.tokenize(&job.prompt).map_err(with_flags)?;
+    let ctx = p.encode(&uncond, &cond).map_err(with_flags)?;
     let steps = bar(quiet, job.steps as u64, "denoising");
-    let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(|e| e.to_string())?;
+    let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(with_flags)?;
     steps.finish_and_clear();
     if let Some(path) = &args.latents_out {
         write_latents(path, &latent_shape, &latents)?;
     }
     let decoding = bar(quiet, job.shape.frames as u64, "decoding");
-    let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(|e| e.to_string())?;
+    let frames = p.decode(&latents, |_| decoding.inc(1)).map_err(with_flags)?;
     decoding.finish_and_clear();
     media::write(&job.out, job.format, &frames, args.fps, &notify)?;
     if !quiet {
@@ -357,18 +357,36 @@ fn render(args: &Args, job: &Job, p: &mut Pipeline, runtime: &Runtime) -> Result
     Ok(())
 }
 
+/// A runtime error as `animate` reports it: the library settings it names as this command's flags.
+fn with_flags(e: animatediff_runtime::Error) -> String {
+    use animatediff_runtime::Setting;
+    e.describe(&|s| {
+        match s {
+            Setting::Ep => "--ep",
+            Setting::Fallback => "--ep-fallback",
+            Setting::OrtLibrary => "--ort-library",
+            Setting::Frames => "--frames",
+            Setting::Width => "--width",
+            Setting::Height => "--height",
+            Setting::Steps => "--steps",
+            other => return other.to_string(),
+        }
+        .into()
+    })
+}
+
 /// `animate check`: returns whether every row passed.
 fn check(a: CheckArgs) -> Result<bool, String> {
     use animatediff_runtime::{attention_fit, check};
-    let artifact = Artifact::open(&a.model).map_err(|e| e.to_string())?;
+    let artifact = Artifact::open(&a.model).map_err(with_flags)?;
     let options = |ep: Ep| RuntimeOptions { ep, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone(), ..Default::default() };
-    let runtime = Runtime::new(options(a.ep)).map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(options(a.ep)).map_err(with_flags)?;
     let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
     let mut rows = vec![check::verify_files(&artifact)];
     let graph_file = |graph: &str| artifact.manifest.graphs.get(graph).map(|g| g.file.clone()).unwrap_or_default();
     match a.against {
         Some(other) => {
-            let reference = Runtime::new(options(other)).map_err(|e| e.to_string())?;
+            let reference = Runtime::new(options(other)).map_err(with_flags)?;
             for case in check::small_inputs(check::SmallShapes::of(&artifact)) {
                 let compared = format!("{} vs {}", a.ep, other);
                 if let Some(reason) = [a.ep, other].into_iter().find_map(|ep| attention_fit::cannot_run(&artifact, ep, &case.graph)) {
@@ -376,8 +394,8 @@ fn check(a: CheckArgs) -> Result<bool, String> {
                     continue;
                 }
                 let file = graph_file(&case.graph);
-                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
-                let want = check::run(&reference, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
+                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(with_flags)?;
+                let want = check::run(&reference, &artifact.dir, &file, &case).map_err(with_flags)?;
                 rows.push(check::compare(&case.graph, &compared, &got, &want, tolerance));
             }
         }
@@ -389,13 +407,13 @@ fn check(a: CheckArgs) -> Result<bool, String> {
                     None => return Err(format!("{}: the artifact has no golden bundle (built with --no-golden); use --against or --golden", a.model.display())),
                 },
             };
-            for case in check::read_bundle(&bundle, &artifact).map_err(|e| e.to_string())? {
+            for case in check::read_bundle(&bundle, &artifact).map_err(with_flags)? {
                 if let Some(reason) = attention_fit::cannot_run(&artifact, a.ep, &case.graph) {
                     rows.push(check::Row::skipped(&case.graph, &format!("{} vs golden", a.ep), reason));
                     continue;
                 }
                 let file = graph_file(&case.graph);
-                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(|e| e.to_string())?;
+                let got = check::run(&runtime, &artifact.dir, &file, &case).map_err(with_flags)?;
                 let want = case.expected.clone().expect("bundle outputs");
                 rows.push(check::compare(&case.graph, &format!("{} vs golden", a.ep), &got, &want, tolerance));
             }

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use animatediff_runtime::{noise, ClipTokenizer, Ep, GraphSession, Runtime, RuntimeOptions, Tensor};
+use animatediff_runtime::{noise, ClipTokenizer, Ep, GraphSession, InputSpec, Runtime, RuntimeOptions, Tensor};
 use clap::Parser;
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{read_npy, write_npy};
@@ -206,7 +206,7 @@ fn main() {
             g.output(&y, "y", ElemType::F32, &[Dim::Fixed(n), Dim::Fixed(n)]);
             g.finish(&path, "graph-bench", &[]).expect("writing the GEMM graph");
         }
-        let mut s = runtime.load(&path, &[(vec![n, n], false)]).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = runtime.load(&path, &[InputSpec::f32([n, n])]).unwrap_or_else(|e| panic!("{e}"));
         let t = time_graph(s.as_mut(), &[Tensor::F32 { shape: vec![n, n], data: noise::gaussian(6, n * n) }], a.runs, 0.0);
         let med = median(&t.runs_s);
         println!(
@@ -219,7 +219,7 @@ fn main() {
     if want("text_encoder") {
         let ids = shared_ids(&a.io, &a.model);
         let t0 = Instant::now();
-        let mut s = runtime.load(&a.model.join("text_encoder.onnx"), &[(vec![2, 77], true)]).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = runtime.load(&a.model.join("text_encoder.onnx"), &[InputSpec::i64([2, 77])]).unwrap_or_else(|e| panic!("{e}"));
         let load = t0.elapsed().as_secs_f64();
         let t = time_graph(s.as_mut(), &[Tensor::I64 { shape: vec![2, 77], data: ids }], a.runs, load);
         report("text_encoder", None, &t);
@@ -232,7 +232,7 @@ fn main() {
             let sample = shared_f32(&a.io, &format!("unet_sample_{h}"), &shape, || noise::gaussian(1, shape.iter().product()));
             let t0 = Instant::now();
             let mut s = runtime
-                .load(&a.model.join("unet.onnx"), &[(shape.clone(), false), (vec![2], false), (vec![2, 77, d], false)])
+                .load(&a.model.join("unet.onnx"), &[InputSpec::f32(shape.clone()), InputSpec::f32([2]), InputSpec::f32([2, 77, d])])
                 .unwrap_or_else(|e| panic!("{e}"));
             let load = t0.elapsed().as_secs_f64();
             let inputs = [
@@ -255,7 +255,7 @@ fn main() {
             let shape = vec![1, c, h, h];
             let z = shared_f32(&a.io, &format!("vae_latent_{h}"), &shape, || noise::gaussian(3, c * h * h));
             let t0 = Instant::now();
-            let mut s = runtime.load(&a.model.join("vae_decoder.onnx"), &[(shape.clone(), false)]).unwrap_or_else(|e| panic!("{e}"));
+            let mut s = runtime.load(&a.model.join("vae_decoder.onnx"), &[InputSpec::f32(shape.clone())]).unwrap_or_else(|e| panic!("{e}"));
             let load = t0.elapsed().as_secs_f64();
             let inputs = [Tensor::F32 { shape, data: z }];
             let t = time_graph(s.as_mut(), &inputs, a.runs, load);
