@@ -172,7 +172,7 @@ fn fp16_mha_is_checked_on_tract_and_skipped_on_ort_cpu() {
         let line = |g: &str| table.lines().find(|l| l.starts_with(g)).unwrap_or_default().to_owned();
         assert!(line("text_encoder").contains("PASS"), "{table}");
         for g in ["unet", "vae_decoder"] {
-            assert!(line(g).contains("SKIP") && line(g).contains("--ep tract"), "{table}");
+            assert!(line(g).contains("SKIP") && line(g).contains("run it on tract"), "{table}");
         }
         let out = Command::new(env!("CARGO_BIN_EXE_animate"))
             .args(["--model", model.to_str().unwrap(), "--ep", "cpu", "--prompt", "a cat", "--frames", "2", "--width", "64", "--height", "64"])
@@ -181,7 +181,7 @@ fn fp16_mha_is_checked_on_tract_and_skipped_on_ort_cpu() {
             .unwrap();
         let e = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{e}");
-        assert!(e.contains("no fp16 kernel") && e.contains("--ep tract"), "{e}");
+        assert!(e.contains("--ep cpu: ") && e.contains("no fp16 kernel") && e.contains("run it on tract"), "{e}");
         assert!(!dir.path().join("x.gif").exists());
     } else {
         println!("SKIP ort-cpu half: ONNX Runtime's library is not available here");

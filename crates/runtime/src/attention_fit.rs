@@ -7,7 +7,7 @@ use onnx_writer::AttentionForm;
 
 use crate::artifact::Artifact;
 use crate::providers::Ep;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::pipeline::VideoShape;
 
 /// From this many latent pixels per frame (256×256 images) on, building the score matrices of the
@@ -19,7 +19,7 @@ const LARGE_LATENT_PIXELS: usize = 32 * 32;
 pub fn cannot_run(artifact: &Artifact, ep: Ep, graph: &str) -> Option<String> {
     (ep == Ep::Cpu && artifact.attention() == AttentionForm::Mha && graph != "text_encoder" && artifact.is_fp16(graph)).then(|| {
         format!(
-            "{}: this fp16 model's {graph} attentions are com.microsoft.MultiHeadAttention, which ONNX Runtime's CPU provider has no fp16 kernel for; run it with --ep tract (or cuda / directml), or rebuild it with --attention plain or in fp32",
+            "{}: this fp16 model's {graph} attentions are com.microsoft.MultiHeadAttention, which ONNX Runtime's CPU provider has no fp16 kernel for; run it on tract (or cuda / directml), or rebuild it with build-graph --attention plain or in fp32",
             artifact.dir.display()
         )
     })
@@ -29,7 +29,7 @@ pub fn cannot_run(artifact: &Artifact, ep: Ep, graph: &str) -> Option<String> {
 pub fn check(artifact: &Artifact, ep: Ep, shape: VideoShape) -> Result<Vec<String>> {
     let form = artifact.attention();
     if let Some(reason) = ["unet", "vae_decoder"].into_iter().find_map(|g| cannot_run(artifact, ep, g)) {
-        return Err(Error::Input(reason));
+        return Err(Error::Invalid { setting: Setting::Ep, value: ep.to_string(), reason });
     }
     let pixels = (shape.height / 8) * (shape.width / 8);
     // the largest score matrix: the first level's spatial self-attention, CFG batch 2 x frames

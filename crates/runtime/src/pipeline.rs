@@ -1,4 +1,4 @@
-//! The AnimateDiff sampling loop (spec §8.7) over an artifact's three graphs:
+//! The AnimateDiff sampling loop (docs/spec.md §8.7) over an artifact's three graphs:
 //!
 //! ```text
 //! ctx = cat([E(negative), E(prompt)])                 uncond first
@@ -171,7 +171,7 @@ impl Pipeline {
 }
 
 /// Raw decoder output `(1, 3, H, W)` → RGB bytes: `trunc(255 · clamp(x/2 + 0.5, 0, 1))`, the
-/// official `save_videos_grid` conversion (spec §7).
+/// official `save_videos_grid` conversion (docs/spec.md §7).
 fn to_frame(x: &[f32], width: usize, height: usize) -> Frame {
     let plane = width * height;
     let mut rgb = vec![0u8; plane * 3];

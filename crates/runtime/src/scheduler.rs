@@ -1,4 +1,4 @@
-//! DDIM as the official AnimateDiff code samples with it (spec §8): betas from the manifest's
+//! DDIM as the official AnimateDiff code samples with it (docs/spec.md §8): betas from the manifest's
 //! configuration (linear 0.00085 → 0.012 for every SD1.5 motion module), "leading" timestep
 //! spacing with `steps_offset` (25 steps: 961, 921, …, 1), ᾱ_prev = 1 after the last step
 //! (`set_alpha_to_one`), no clipping, eta 0, ε-prediction.
@@ -35,7 +35,7 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// The scheduler the official code samples every SD1.5 motion module with (spec §8.1).
+    /// The scheduler the official code samples every SD1.5 motion module with (docs/spec.md §8.1).
     pub fn animatediff_ddim() -> Self {
         Self {
             kind: "DDIM".into(),
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn alphas_match_float64_reference_values() {
-        // spec §8.1, computed in float64 independently of this code
+        // docs/spec.md §8.1, computed in float64 independently of this code
         let d = Ddim::new(official()).unwrap();
         for (t, want) in [(0, 0.999150), (1, 0.998290), (41, 0.955678), (481, 0.181388), (921, 0.003914), (961, 0.002478), (999, 0.001579)] {
             let got = d.alphas_cumprod[t] as f64;

@@ -1,6 +1,6 @@
 //! The CLIP BPE tokenizer shipped in every artifact (`tokenizer.json`), with the official
 //! padding: `[BOS, tokens…, EOS, EOS…]`, truncated to 77 (BOS + 75 tokens + EOS), padded with the
-//! end token 49407 (spec §6.2, §11.12).
+//! end token 49407 (docs/spec.md §6.2, §11.12).
 
 use std::path::Path;
 

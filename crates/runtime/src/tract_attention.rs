@@ -3,9 +3,8 @@
 //!
 //! tract lowers `com.microsoft.MultiHeadAttention` and ONNX `Attention` to its flash SDPA, which
 //! never builds the score matrix but multiplies 32×32 tiles with ndarray's generic product, one
-//! exponential at a time: at 512×512 × 16 frames its 74 attentions took 94 s of a 244 s UNet
-//! forward (5 of them, the 4096-token self-attentions of the top level, 16 s each: 44 GFLOP/s
-//! where the machine's matrix products reach 230).
+//! exponential at a time: on the 4096-token self-attentions of 512×512 videos it runs at a
+//! fraction of the speed of tract's own matrix products (BENCHMARKS.md, "How tract got there").
 //!
 //! Here, for every (batch item, head) and block of [`QUERY_BLOCK`] queries: the block's scores
 //! against all keys `S = scale·Q_blk·Kᵀ` (one matrix product), each row's exact softmax with
