@@ -5,14 +5,20 @@
 
 use std::path::PathBuf;
 
+/// Why a build failed. (Each variant's fields are what its message names.)
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An input file is unreadable, malformed or not what it should be.
     #[error(transparent)]
     Format(#[from] animatediff_formats::Error),
+    /// A weight does not fit the model (a wrong shape, a LoRA for another model).
     #[error(transparent)]
     Model(#[from] animatediff_models::BuildError),
+    /// The output directory cannot be used or replaced.
     #[error(transparent)]
     Out(#[from] crate::out_dir::Error),
+    /// Writing a file failed.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     /// `height` or `width` is not a positive multiple of 8.

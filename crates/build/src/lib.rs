@@ -19,6 +19,8 @@
 //! # Ok::<(), animatediff_build::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod golden;
 mod graphs;

@@ -16,11 +16,14 @@ pub const COMPONENTS: [ComponentKind; 3] = [ComponentKind::Unet, ComponentKind::
 
 /// The checkpoints as given, before the personalised one is laid over the base.
 pub struct Checkpoints {
+    /// The base model.
     pub base: Option<SdCheckpoint>,
+    /// The personalised checkpoint.
     pub personalized: Option<SdCheckpoint>,
 }
 
 impl Checkpoints {
+    /// Opens whichever of the two is given.
     pub fn open(base: Option<&Path>, personalized: Option<&Path>, load: &LoadOptions) -> Result<Self, animatediff_formats::Error> {
         Ok(Self {
             base: base.map(|p| SdCheckpoint::open(p, load)).transpose()?,
@@ -72,7 +75,9 @@ pub fn architecture(model: &SdCheckpoint, arch_json: Option<&Path>) -> Result<(M
 
 /// A model with every component an artifact needs, and its architecture.
 pub struct Model {
+    /// The personalised checkpoint over the base.
     pub checkpoint: SdCheckpoint,
+    /// Its architecture.
     pub arch: ModelArch,
     /// The model file or `arch.json` the architecture came from.
     pub arch_source: PathBuf,
@@ -90,14 +95,17 @@ impl Model {
         Ok(Self { checkpoint, arch, arch_source })
     }
 
+    /// The UNet's weights.
     pub fn unet(&self) -> &ComponentWeights {
         self.component(ComponentKind::Unet)
     }
 
+    /// The VAE's weights.
     pub fn vae(&self) -> &ComponentWeights {
         self.component(ComponentKind::Vae)
     }
 
+    /// The text encoder's weights.
     pub fn text_encoder(&self) -> &ComponentWeights {
         self.component(ComponentKind::TextEncoder)
     }
@@ -167,11 +175,13 @@ fn expected_motion_sites(a: &ModelArch, mid_block: bool) -> Vec<(String, usize)>
 
 /// What matching a LoRA file against the model's weights found.
 pub struct LoraSummary {
+    /// The file and multiplier given.
     pub spec: LoraSpec,
     /// Its key format (`Kohya`, `Diffusers`, ...).
     pub format: String,
     /// Its LoRA modules, and how many of them matched a weight.
     pub modules: usize,
+    /// How many of them matched.
     pub matched: usize,
     /// Its keys that match no weight of the model.
     pub unmatched: Vec<String>,

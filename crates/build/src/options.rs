@@ -10,16 +10,20 @@ use onnx_writer::AttentionForm;
 use crate::error::Error;
 use crate::out_dir::Notice;
 
+/// What to build from and how. [`BuildOptions::new`] gives `build-graph`'s defaults.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
     /// Base SD1.5 model: a single-file checkpoint or a diffusers folder.
     pub base: Option<PathBuf>,
     /// Personalised checkpoint; replaces every component of the base model it has.
     pub personalized: Option<PathBuf>,
+    /// LoRAs with their multipliers, merged in order.
     pub loras: Vec<LoraSpec>,
+    /// How a LoRA's `alpha` is applied.
     pub lora_scaling: LoraScaling,
     /// Apply a LoRA even when some of its keys match no weight (they are listed as warnings).
     pub lora_ignore_unmatched: bool,
+    /// The AnimateDiff motion module (v1, v2 or v3; official or diffusers layout).
     pub motion_module: PathBuf,
     /// Overrides the motion-module version detected from keys and shapes.
     pub motion_version: Option<MotionVersion>,
@@ -27,11 +31,15 @@ pub struct BuildOptions {
     pub arch: Option<PathBuf>,
     /// Fixed frame count, image height and width in pixels (symbolic when `None`).
     pub frames: Option<usize>,
+    /// Fixed image height in pixels (a multiple of 8).
     pub height: Option<usize>,
+    /// Fixed image width in pixels (a multiple of 8).
     pub width: Option<usize>,
+    /// Weight and compute precision of the text encoder and the UNet.
     pub precision: Precision,
     /// The VAE decoder's precision; fp32 unless asked (the SD VAE overflows in fp16, docs/spec.md §7).
     pub vae_precision: Precision,
+    /// The artifact directory to write (new, empty, or an artifact of ours to replace).
     pub out: PathBuf,
     /// The ONNX opset (raised to 23 when `attention` is `Sdpa`, which needs it).
     pub opset: i64,
@@ -128,7 +136,9 @@ impl BuildOptions {
 /// What a finished build wrote.
 #[derive(Debug)]
 pub struct BuildReport {
+    /// The artifact directory.
     pub out: PathBuf,
+    /// Its manifest, as written.
     pub manifest: Manifest,
     /// Warnings shown to the user (e.g. LoRA keys that matched nothing).
     pub warnings: Vec<String>,

@@ -49,22 +49,33 @@ pub enum Kind {
     Frames,
 }
 
+/// Why an output path cannot be used or replaced. (Each variant's fields are what its message
+/// names.)
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A file-system operation failed.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// `.`, `..` or a root: nothing to create or replace.
     #[error("{}: names no directory of its own (`.`, `..` or a root); give the name of a directory to create, e.g. `out/frames`", path.display())]
     NoName { path: PathBuf },
+    /// The path is a symbolic link (never followed).
     #[error("{}: is a symbolic link; give the path it points to", path.display())]
     Symlink { path: PathBuf },
+    /// A file where a directory is wanted.
     #[error("{}: exists and is not a directory; choose another path or move the file away", path.display())]
     NotADirectory { path: PathBuf },
+    /// A directory that is not provably ours.
     #[error("{}: not {} of ours to replace ({why}); {hint}", path.display(), kind_noun(*kind))]
     NotOurs { path: PathBuf, kind: Kind, why: String, hint: String },
+    /// An input file inside the output directory.
     #[error("{}: the input {} lies inside the output directory, which the build replaces; move the input elsewhere or build into another directory", out.display(), input.display())]
     InputInside { input: PathBuf, out: PathBuf },
+    /// A temporary holding something other than plain files.
     #[error("{}: holds {what}; only a directory of plain files is removed", path.display())]
     NotPlain { path: PathBuf, what: String },
+    /// A file in the way that a forced replacement may not touch.
     #[error("{}: {file} is in the way and not listed by the manifest of ours there, so it is never replaced; move it away", path.display())]
     Clash { path: PathBuf, file: String },
 }
@@ -80,7 +91,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// Something a tool did or waits for at an output path, for the user to see.
+/// Something a tool did or waits for at an output path, for the user to see. (Each variant's
+/// fields are what its message names.)
+#[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     /// Another process holds the lock of `out`; this one waits for it.
@@ -288,6 +301,7 @@ pub fn check_inputs_outside(out: &Path, inputs: &[&Path]) -> Result<(), Error> {
 /// What an output path holds now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Existing {
+    /// Nothing.
     Missing,
     /// An empty directory.
     Empty,
@@ -295,7 +309,12 @@ pub enum Existing {
     Ours,
     /// A directory that is not provably ours: why, and the files a manifest of ours there
     /// lists (`manifest.json` included), which `force` may replace.
-    Foreign { why: String, listed: Vec<String> },
+    Foreign {
+        /// Why it is not provably ours.
+        why: String,
+        /// The files its manifest lists.
+        listed: Vec<String>,
+    },
 }
 
 /// The regular files of `dir` by name, and a description of anything else in it.
@@ -539,6 +558,7 @@ impl Claim {
         Ok(claim)
     }
 
+    /// The output path claimed.
     pub fn out(&self) -> &Path {
         &self.out
     }
@@ -691,6 +711,7 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// The temporary directory to write into.
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -34,19 +34,30 @@ pub fn executable_stamp() -> Option<ExecutableStamp> {
 /// and executable, artifact version. Read from a manifest, or from a build about to start.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentKey {
+    /// The manifest version.
     pub artifact_version: u32,
+    /// The builder's version.
     pub tool_version: String,
+    /// The builder's executable: no stamp, no re-use.
     pub executable: Option<ExecutableStamp>,
+    /// SHA-256 of the UNet's files.
     pub unet: Vec<String>,
+    /// SHA-256 and version of the motion module.
     pub motion_module: (String, MotionVersion),
+    /// SHA-256 of the LoRA files, in order.
     pub loras: Vec<String>,
+    /// How their `alpha` is applied.
     pub lora_scaling: LoraScaling,
+    /// SHA-256 of the `arch.json`, if one was given.
     pub arch_json: Option<String>,
+    /// The architecture built.
     pub architecture: ModelArch,
+    /// The UNet's precision.
     pub precision: Precision,
 }
 
 impl ContentKey {
+    /// The key of the build that wrote `m`.
     pub fn of(m: &Manifest) -> Self {
         let shas = |files: &[InputFile]| files.iter().map(|f| f.sha256.clone()).collect();
         let i = &m.inputs;
@@ -67,6 +78,7 @@ impl ContentKey {
 
 /// The artifact previously written at the output path.
 pub struct Previous {
+    /// The artifact's directory.
     pub dir: PathBuf,
     manifest: Manifest,
 }
