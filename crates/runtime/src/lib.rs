@@ -29,7 +29,7 @@
 //! let uncond = pipeline.tokenize("")?;
 //! let cond = pipeline.tokenize("a red circle moving left")?;
 //! let context = pipeline.encode(&uncond, &cond)?;
-//! let latents = noise::gaussian(42, shape.latent_len(pipeline.artifact.latent_channels));
+//! let latents = noise::gaussian(42, shape.latent_len(pipeline.artifact.latent_channels()));
 //! let latents = pipeline.sample(&context, latents, 2, 7.5, |step, t| eprintln!("step {step}: t = {t}"))?;
 //! let frames = pipeline.decode(&latents, |_| {})?;
 //!
