@@ -91,8 +91,11 @@ impl<'a> Prepared<'a> {
     fn open(opts: &'a BuildOptions, previous: Option<&Previous>) -> Result<Self, Error> {
         let checkpoints = Checkpoints::open(opts.base.as_deref(), opts.personalized.as_deref(), &LoadOptions::default())?;
         let unrecognized = checkpoints.unrecognized_warnings();
-        let model = Model::open(checkpoints, opts.arch.as_deref())?;
-        let motion = model::open_motion_module(&opts.motion_module, opts.motion_version, &model.arch, opts.frames)?;
+        let checkpoint = checkpoints.merged().ok_or(Error::NoModel)?;
+        model::check_components(&checkpoint)?;
+        let motion = MotionModule::open(&opts.motion_module, opts.motion_version)?;
+        let model = Model::open(checkpoint, opts.arch.as_deref())?;
+        model::check_motion_module(&motion, &model.arch, opts.frames)?;
 
         // Input hashes: known from the previous artifact's manifest for files whose size and
         // time are unchanged, the others computed in the background while the graphs are written.
@@ -103,11 +106,13 @@ impl<'a> Prepared<'a> {
 
         // LoRAs, matched against the UNet, the text encoder and the motion module.
         let targets = [model.unet(), model.text_encoder(), &motion.weights];
-        let (loras, pairs) = model::resolve_loras(&opts.loras, &targets)?;
-        let mut lora_warnings = Vec::new();
-        for l in &loras {
-            lora_warnings.extend(model::unmatched_keys(l, opts.lora_ignore_unmatched)?);
-            hashes.of_now(&l.spec.path)?;
+        let (mut loras, mut pairs, mut lora_warnings) = (Vec::new(), Vec::new(), Vec::new());
+        for spec in &opts.loras {
+            let (l, lora) = model::resolve_lora(spec, &targets)?;
+            lora_warnings.extend(model::unmatched_keys(&l, opts.lora_ignore_unmatched)?);
+            hashes.of_now(&spec.path)?;
+            loras.push(l);
+            pairs.push((lora, spec.multiplier));
         }
         let lora_set = if pairs.is_empty() { None } else { Some(LoraSet::new(pairs, opts.lora_scaling, &targets)?) };
         Ok(Self { opts, model, motion, loras, lora_set, unrecognized, lora_warnings, hashes })

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use animatediff_formats::{
-    arch, ComponentKind, ComponentWeights, LoadOptions, Lora, LoraSpec, ModelArch, MotionModule, MotionVersion, SdCheckpoint,
+    arch, ComponentKind, ComponentWeights, LoadOptions, Lora, LoraSpec, ModelArch, MotionModule, SdCheckpoint,
 };
 
 use crate::error::{first_keys, Error};
@@ -83,14 +83,19 @@ pub struct Model {
     pub arch_source: PathBuf,
 }
 
+/// Every component an artifact needs is there; an error names those missing.
+pub fn check_components(checkpoint: &SdCheckpoint) -> Result<(), Error> {
+    let missing: Vec<String> = COMPONENTS.into_iter().filter(|k| checkpoint.component(*k).is_none()).map(|k| k.to_string()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MissingComponents { model: checkpoint.source.clone(), missing })
+}
+
 impl Model {
-    /// The personalised checkpoint over the base; an error names the components neither has.
-    pub fn open(checkpoints: Checkpoints, arch_json: Option<&Path>) -> Result<Self, Error> {
-        let checkpoint = checkpoints.merged().ok_or(Error::NoModel)?;
-        let missing: Vec<String> = COMPONENTS.into_iter().filter(|k| checkpoint.component(*k).is_none()).map(|k| k.to_string()).collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingComponents { model: checkpoint.source.clone(), missing });
-        }
+    /// A checkpoint with every component and its architecture (checked, see [`architecture`]).
+    pub fn open(checkpoint: SdCheckpoint, arch_json: Option<&Path>) -> Result<Self, Error> {
+        check_components(&checkpoint)?;
         let (arch, arch_source) = architecture(&checkpoint, arch_json)?;
         Ok(Self { checkpoint, arch, arch_source })
     }
@@ -120,16 +125,15 @@ impl Model {
     }
 }
 
-/// The motion module at `path`, checked to fit the UNet of `arch` and, if given, `frames`.
-pub fn open_motion_module(path: &Path, version: Option<MotionVersion>, arch: &ModelArch, frames: Option<usize>) -> Result<MotionModule, Error> {
-    let motion = MotionModule::open(path, version)?;
-    check_motion_sites(&motion, arch)?;
+/// Checks that `motion` fits the UNet of `arch` and, if given, `frames`.
+pub fn check_motion_module(motion: &MotionModule, arch: &ModelArch, frames: Option<usize>) -> Result<(), Error> {
+    check_motion_sites(motion, arch)?;
     if let Some(f) = frames {
         if f == 0 || f > motion.max_frames() {
-            return Err(Error::Frames { frames: f, motion_module: path.to_path_buf(), max: motion.max_frames() });
+            return Err(Error::Frames { frames: f, motion_module: motion.source.clone(), max: motion.max_frames() });
         }
     }
-    Ok(motion)
+    Ok(())
 }
 
 /// The motion module's sites and widths must be the UNet's.
@@ -194,22 +198,13 @@ impl LoraSummary {
     }
 }
 
-/// What [`resolve_loras`] found for each LoRA, and the LoRAs with their multipliers.
-pub type ResolvedLoras = (Vec<LoraSummary>, Vec<(Lora, f32)>);
-
-/// Opens each LoRA and matches it against `components` (UNet, text encoder, motion module): what
-/// it found, and the LoRAs with their multipliers, ready for a [`animatediff_formats::LoraSet`].
-pub fn resolve_loras(specs: &[LoraSpec], components: &[&ComponentWeights]) -> Result<ResolvedLoras, animatediff_formats::Error> {
-    let mut found = Vec::new();
-    let mut loras = Vec::new();
-    for spec in specs {
-        let lora = Lora::open(&spec.path)?;
-        let r = lora.resolve(components)?;
-        let format = format!("{:?}", lora.format);
-        found.push(LoraSummary { spec: spec.clone(), format, modules: lora.len(), matched: r.targets.len(), unmatched: r.unmatched });
-        loras.push((lora, spec.multiplier));
-    }
-    Ok((found, loras))
+/// Opens a LoRA and matches it against `components` (UNet, text encoder, motion module): what it
+/// found, and the LoRA, for a [`animatediff_formats::LoraSet`].
+pub fn resolve_lora(spec: &LoraSpec, components: &[&ComponentWeights]) -> Result<(LoraSummary, Lora), animatediff_formats::Error> {
+    let lora = Lora::open(&spec.path)?;
+    let r = lora.resolve(components)?;
+    let format = format!("{:?}", lora.format);
+    Ok((LoraSummary { spec: spec.clone(), format, modules: lora.len(), matched: r.targets.len(), unmatched: r.unmatched }, lora))
 }
 
 /// Keys of a LoRA that match nothing: an error, or with `ignore` a warning to show.

@@ -4,9 +4,13 @@
 //! under another.
 //!
 //! `manifest.json` is written with its keys in sorted order (see [`Manifest::to_json`]), so an
-//! artifact's bytes do not depend on the order of this file's fields. Fields added to version 1
-//! after its first artifacts were written (2026-11-25) carry a default, so those artifacts still
-//! open.
+//! artifact's bytes do not depend on the order of this file's fields.
+//!
+//! What version 1 accepts: every manifest a build of version 1 has written. Fields added after
+//! its first artifacts (2026-11-25) carry a default, and the UNet's `external_data`, first written
+//! as one file name, is read as a list either way. Every other field is required, and
+//! `architecture` takes no fields its [`ModelArch`] does not know: a builder that adds one raises
+//! [`VERSION`].
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -34,6 +38,7 @@ pub const FILE_NAME: &str = "manifest.json";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Always [`FORMAT`].
+    #[serde(default = "format_tag")]
     pub format: String,
     /// The layout version ([`VERSION`]).
     pub artifact_version: u32,
@@ -75,6 +80,10 @@ pub struct Manifest {
     pub tokenizer: TokenizerFile,
     /// SHA-256 (lowercase hex) of every file of the artifact but the manifest, by file name.
     pub files: BTreeMap<String, String>,
+}
+
+fn format_tag() -> String {
+    FORMAT.into()
 }
 
 fn plain_attention() -> AttentionForm {
@@ -301,7 +310,7 @@ pub struct GraphFile {
     /// The `.onnx` file's name.
     pub file: String,
     /// Its external-data files (the UNet's weights).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "one_or_many")]
     pub external_data: Option<Vec<String>>,
     /// Those of its external-data files that hold weights a LoRA changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,6 +461,20 @@ impl Manifest {
     }
 }
 
+/// A list of file names, or one name as the first version-1 artifacts wrote `external_data`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    }))
+}
+
 /// Serde through `Display` and `FromStr`, for types of crates without serde.
 mod as_string {
     use super::*;
@@ -503,7 +526,11 @@ mod tests {
             m.remove(k);
         }
         m["tool"].as_object_mut().unwrap().remove("executable");
+        m["graphs"]["unet"]["external_data"] = "unet.onnx.data".into();
+        m.remove("format");
         let old = Manifest::from_json(&v.to_string()).unwrap();
+        assert_eq!(old.graphs.unet.external_data, Some(vec!["unet.onnx.data".to_owned()]));
+        assert_eq!(old.format, FORMAT);
         assert_eq!(old.attention, AttentionForm::Plain);
         assert_eq!((old.vae_precision, old.golden, old.tool.executable), (Precision::Fp32, None, None));
     }

@@ -140,7 +140,7 @@ fn flag_hint(e: &Error) -> Option<String> {
     Some(match e {
         Error::NotMultipleOf8 { option, .. } => format!("check --{option}"),
         Error::NoModel => "pass --base and/or --personalized".into(),
-        Error::MissingComponents { .. } => "pass a --base model that has them".into(),
+        Error::MissingComponents { .. } => "pass a --base model that has the missing components".into(),
         Error::Frames { max, .. } => format!("pass --frames 1 to {max}, or leave it out for any count"),
         Error::LoraUnmatched { .. } => "pass --lora-ignore-unmatched to apply the keys that do match".into(),
         _ => return None,

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::json;
 
-use animatediff_build::model::{self, Checkpoints};
-use animatediff_formats::{ComponentWeights, LoadOptions, LoraScaling, LoraSet, LoraSpec, MotionModule, TensorFile};
+use animatediff_build::model::{self, Checkpoints, LoraSummary};
+use animatediff_formats::{ComponentWeights, LoadOptions, Lora, LoraScaling, LoraSet, LoraSpec, MotionModule, TensorFile};
 use animatediff_runtime::manifest::ResnetGroupNorm;
 
 #[derive(Parser)]
@@ -122,10 +122,12 @@ fn run(args: &Args) -> Result<serde_json::Value, animatediff_build::Error> {
             components.extend(m.unet.iter().chain(m.text_encoder.iter()));
         }
         components.extend(motion.as_ref().map(|mm| &mm.weights));
+        let mut found = Vec::new();
         for spec in &args.model.loras {
+            found.push(model::resolve_lora(spec, &components)?);
             files.push(json!({ "role": "LoRA", "file": file_summary(&spec.path)? }));
         }
-        report.insert("loras".into(), lora_summary(&args.model.loras, args.model.lora_scaling, &components)?);
+        report.insert("loras".into(), lora_summary(found, args.model.lora_scaling, &components)?);
     }
     report.insert("files".into(), json!(files));
     Ok(serde_json::Value::Object(report))
@@ -146,11 +148,10 @@ fn motion_summary(mm: &MotionModule) -> serde_json::Value {
 }
 
 /// What each LoRA matches, as a build would apply them.
-fn lora_summary(specs: &[LoraSpec], scaling: LoraScaling, components: &[&ComponentWeights]) -> animatediff_formats::Result<serde_json::Value> {
-    let (found, loras) = model::resolve_loras(specs, components)?;
+fn lora_summary(found: Vec<(LoraSummary, Lora)>, scaling: LoraScaling, components: &[&ComponentWeights]) -> animatediff_formats::Result<serde_json::Value> {
     let per_file: Vec<_> = found
         .iter()
-        .map(|l| {
+        .map(|(l, _)| {
             json!({
                 "path": l.spec.path,
                 "multiplier": l.multiplier(),
@@ -161,6 +162,7 @@ fn lora_summary(specs: &[LoraSpec], scaling: LoraScaling, components: &[&Compone
             })
         })
         .collect();
+    let loras = found.into_iter().map(|(l, lora)| (lora, l.spec.multiplier)).collect();
     let set = LoraSet::new(loras, scaling, components)?;
     Ok(json!({ "scaling": scaling.to_string(), "weights_changed": set.num_targets(), "files": per_file }))
 }
