@@ -34,7 +34,7 @@ pub enum Error {
     #[error("frames {frames}: the motion module {} accepts 1 to {max} frames (its positional table)", motion_module.display())]
     Frames { frames: usize, motion_module: PathBuf, max: usize },
     /// A LoRA has keys that match no weight of the model (and `lora_ignore_unmatched` is off).
-    #[error("{}: {} of its keys match no weight of the model (UNet, text encoder, motion module): {}. Is it a LoRA for another model (SD 2.x, SDXL)? With lora_ignore_unmatched the keys that do match are applied", lora.display(), unmatched.len(), first_keys(unmatched))]
+    #[error("{}. Is it a LoRA for another model (SD 2.x, SDXL)? With lora_ignore_unmatched the keys that do match are applied", unmatched_keys(lora, unmatched))]
     LoraUnmatched { lora: PathBuf, unmatched: Vec<String> },
     /// A written file reached protobuf's 2 GiB limit.
     #[error("{}: {size} bytes, over the 2 GB limit of a single file", path.display())]
@@ -44,10 +44,17 @@ pub enum Error {
     Golden(#[source] animatediff_runtime::Error),
 }
 
-/// The first five of `keys`, and "..." if there are more.
-pub(crate) fn first_keys(keys: &[String]) -> String {
+/// "`lora`: N of its keys match no weight of the model (…): the first five", as the error and
+/// the warning of [`crate::BuildOptions::lora_ignore_unmatched`] both say it.
+pub(crate) fn unmatched_keys(lora: &std::path::Path, keys: &[String]) -> String {
     let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
-    format!("{}{}", shown.join(", "), if keys.len() > shown.len() { ", ..." } else { "" })
+    let more = if keys.len() > shown.len() { ", ..." } else { "" };
+    format!(
+        "{}: {} of its keys match no weight of the model (UNet, text encoder, motion module): {}{more}",
+        lora.display(),
+        keys.len(),
+        shown.join(", ")
+    )
 }
 
 /// An I/O error at `path`.

@@ -9,7 +9,7 @@ use animatediff_formats::{
     arch, ComponentKind, ComponentWeights, LoadOptions, Lora, LoraSpec, ModelArch, MotionModule, SdCheckpoint,
 };
 
-use crate::error::{first_keys, Error};
+use crate::error::{self, Error};
 
 /// The components every artifact needs.
 pub const COMPONENTS: [ComponentKind; 3] = [ComponentKind::Unet, ComponentKind::Vae, ComponentKind::TextEncoder];
@@ -216,10 +216,5 @@ pub fn unmatched_keys(lora: &LoraSummary, ignore: bool) -> Result<Option<String>
     if !ignore {
         return Err(Error::LoraUnmatched { lora: lora.spec.path.clone(), unmatched: unmatched.clone() });
     }
-    Ok(Some(format!(
-        "{}: {} of its keys match no weight of the model (UNet, text encoder, motion module): {} (not applied)",
-        lora.spec.path.display(),
-        unmatched.len(),
-        first_keys(unmatched)
-    )))
+    Ok(Some(format!("{} (not applied)", error::unmatched_keys(&lora.spec.path, unmatched))))
 }
