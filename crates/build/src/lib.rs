@@ -129,8 +129,10 @@ impl<'a> Prepared<'a> {
         let mut written = ["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", TOKENIZER_FILE].map(String::from).to_vec();
         written.extend(golden.as_ref().map(|g| g.file.clone()));
         written.extend(unet_files.data.iter().cloned());
+        let (files, file_sizes) = record::file_hashes(dir, &written, &self.hashes)?;
         let parts = record::Parts {
-            files: record::file_hashes(dir, &written, &self.hashes)?,
+            files,
+            file_sizes,
             inputs: record::inputs(opts, model, motion, &self.loras, self.unrecognized.clone(), &self.hashes)?,
             graphs: record::graphs(opts, model, &unet_files),
             golden,

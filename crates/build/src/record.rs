@@ -1,6 +1,7 @@
 //! The manifest a build writes: what it was built from, how, the graphs' inputs and outputs and
 //! every file's SHA-256 (see [`animatediff_runtime::manifest`] for the type and its meaning).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use animatediff_formats::{ComponentKind, MotionModule};
@@ -100,16 +101,19 @@ pub(crate) fn inputs(
     })
 }
 
-/// SHA-256 of each written file, by name; every file must stay under protobuf's 2 GiB limit.
-pub(crate) fn file_hashes(dir: &Path, written: &[String], hashes: &Hashes) -> Result<std::collections::BTreeMap<String, String>, Error> {
+/// SHA-256 and size of each written file, by name; every file must stay under protobuf's 2 GiB
+/// limit.
+pub(crate) fn file_hashes(dir: &Path, written: &[String], hashes: &Hashes) -> Result<(BTreeMap<String, String>, BTreeMap<String, u64>), Error> {
     let paths: Vec<_> = written.iter().map(|f| dir.join(f)).collect();
-    for p in &paths {
+    let mut sizes = BTreeMap::new();
+    for (name, p) in written.iter().zip(&paths) {
         let size = std::fs::metadata(p).map_err(io(p))?.len();
         if size > MAX_FILE_BYTES {
             return Err(Error::FileTooLarge { path: p.clone(), size });
         }
+        sizes.insert(name.clone(), size);
     }
-    Ok(written.iter().cloned().zip(hashes.all(&paths)?).collect())
+    Ok((written.iter().cloned().zip(hashes.all(&paths)?).collect(), sizes))
 }
 
 /// The parts of a manifest that the build has computed by the time it writes it.
@@ -117,7 +121,8 @@ pub(crate) struct Parts {
     pub inputs: Inputs,
     pub graphs: Graphs,
     pub golden: Option<manifest::Golden>,
-    pub files: std::collections::BTreeMap<String, String>,
+    pub files: BTreeMap<String, String>,
+    pub file_sizes: BTreeMap<String, u64>,
 }
 
 /// The whole manifest.
@@ -141,6 +146,7 @@ pub(crate) fn manifest(opts: &BuildOptions, model: &Model, motion: &MotionModule
         golden: parts.golden,
         tokenizer: TokenizerFile::clip(TOKENIZER_FILE),
         files: parts.files,
+        file_sizes: parts.file_sizes,
     }
 }
 

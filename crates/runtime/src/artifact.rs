@@ -20,7 +20,10 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// Reads `dir/manifest.json` and checks that every graph it names is there.
+    /// Reads `dir/manifest.json`, validates it ([`Manifest::validate`]: every file name a plain
+    /// name inside `dir`, every value in range), and checks the files it names: no symlink out
+    /// of `dir`, every graph and external-data file there, and every file's size the one the
+    /// manifest records (when it records sizes; hashes are checked by `animate check`).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let bad = |path: &Path, reason: String| Error::Artifact { path: path.to_path_buf(), reason };
@@ -31,12 +34,47 @@ impl Artifact {
         let text = std::fs::read_to_string(&mpath)
             .map_err(|e| bad(&mpath, format!("cannot read the manifest ({e}); is this a build-graph output directory?")))?;
         let manifest = Manifest::from_json(&text).map_err(|e| bad(&mpath, e.to_string()))?;
-        for (_, graph) in manifest.graphs.iter() {
-            if !dir.join(&graph.file).is_file() {
-                return Err(bad(&dir.join(&graph.file), "missing (the artifact is incomplete; rebuild it)".into()));
+        manifest.validate().map_err(|e| bad(&mpath, e.to_string()))?;
+        let a = Self { dir: dir.to_path_buf(), manifest };
+        a.check_files()?;
+        Ok(a)
+    }
+
+    /// No file the manifest names is a symlink out of the directory; the graphs and their
+    /// external data are there; every file there has the size the manifest records.
+    fn check_files(&self) -> Result<()> {
+        let bad = |path: &Path, reason: String| Error::Artifact { path: path.to_path_buf(), reason };
+        let root = self.dir.canonicalize().map_err(|e| Error::Io { path: self.dir.clone(), source: e })?;
+        let mpath = self.dir.join(manifest::FILE_NAME);
+        for (field, name) in self.manifest.file_names() {
+            let path = self.dir.join(name);
+            let linked = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            if linked && !path.canonicalize().is_ok_and(|real| real.starts_with(&root) && real != root) {
+                let reason = format!("a symlink out of the artifact directory (named by {} field `{field}`); copy the file into the directory instead", manifest::FILE_NAME);
+                return Err(bad(&path, reason));
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest })
+        for (graph, g) in self.manifest.graphs.iter() {
+            for name in std::iter::once(&g.file).chain(g.external_data.iter().flatten()) {
+                if !self.dir.join(name).is_file() {
+                    let reason = format!("missing ({graph} graph file named in {}; the artifact is incomplete, rebuild it)", mpath.display());
+                    return Err(bad(&self.dir.join(name), reason));
+                }
+            }
+        }
+        for (name, &size) in &self.manifest.file_sizes {
+            let path = self.dir.join(name);
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.len() != size {
+                let reason = format!(
+                    "{} bytes, but {} records {size} (truncated or changed since the build; rebuild the artifact or copy it again)",
+                    meta.len(),
+                    manifest::FILE_NAME
+                );
+                return Err(bad(&path, reason));
+            }
+        }
+        Ok(())
     }
 
     /// The file of `graph` (`text_encoder`, `unet` or `vae_decoder`).

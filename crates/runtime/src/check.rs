@@ -132,22 +132,50 @@ pub fn write_bundle(path: &Path, cases: &[Case]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a bundle written by [`write_bundle`] for the graphs of `artifact`.
+/// The most bytes one array of any golden bundle may hold, declared or inflated (a bundle's
+/// arrays are small seeded inputs and their outputs: a few MB even for a model built at a fixed
+/// 2048×2048).
+pub const MAX_GOLDEN_ARRAY: u64 = 256 << 20;
+
+/// The most bytes one array of `artifact`'s bundle may hold: its largest array (the token ids'
+/// or context's 77 × width, the latents', or the decoded frame's 3 × 8h × 8w values, at the
+/// golden's or the check's small shapes) at 8 bytes a value plus a header, at least 1 MiB and at
+/// most [`MAX_GOLDEN_ARRAY`].
+pub fn golden_array_limit(artifact: &Artifact) -> u64 {
+    let s = SmallShapes::of(artifact);
+    let (mut f, (mut h, mut w)) = (s.frames, s.latent_hw);
+    if let Some(g) = &artifact.manifest.golden {
+        (f, h, w) = (f.max(g.frames), h.max(g.latent_height), w.max(g.latent_width));
+    }
+    let values = [MAX_LENGTH * s.context, s.channels * f * h * w, 3 * 64 * h * w].into_iter().fold(0u64, |m, v| m.max(v as u64));
+    (values.saturating_mul(8) + 4096).clamp(1 << 20, MAX_GOLDEN_ARRAY)
+}
+
+/// Reads a bundle written by [`write_bundle`] for the graphs of `artifact`. Every array's size,
+/// as its zip entry declares it and as it inflates, is bounded by [`golden_array_limit`], and its
+/// `.npy` header by the bytes there ([`crate::npy::read`]), before anything is allocated.
 pub fn read_bundle(path: &Path, artifact: &Artifact) -> Result<Vec<Case>> {
-    use ndarray_npy::ReadNpyExt;
     let bad = |reason: String| Error::Artifact { path: path.to_path_buf(), reason };
+    let limit = golden_array_limit(artifact);
     let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open the golden bundle: {e}")))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not an .npz: {e}")))?;
     let mut read = |name: &str, is_i64: bool| -> Result<Tensor> {
-        let mut entry = zip.by_name(&format!("{name}.npy")).map_err(|_| bad(format!("no array `{name}`")))?;
+        let entry = zip.by_name(&format!("{name}.npy")).map_err(|_| bad(format!("no array `{name}`")))?;
+        if entry.size() > limit {
+            return Err(bad(format!("array `{name}` declares {} bytes; this model's arrays hold at most {limit}", entry.size())));
+        }
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
+        entry.take(limit + 1).read_to_end(&mut bytes).map_err(|e| bad(format!("`{name}`: {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(bad(format!("array `{name}` inflates past {limit} bytes, more than it declares (a zip bomb?)")));
+        }
+        let wrong = |e: String| bad(format!("`{name}`: {e}"));
         Ok(if is_i64 {
-            let a = ndarray::ArrayD::<i64>::read_npy(&bytes[..]).map_err(|e| bad(format!("`{name}`: {e}")))?;
-            Tensor::I64 { shape: a.shape().to_vec(), data: a.iter().copied().collect() }
+            let (shape, data) = crate::npy::read::<i64>(&bytes).map_err(wrong)?;
+            Tensor::I64 { shape, data }
         } else {
-            let a = ndarray::ArrayD::<f32>::read_npy(&bytes[..]).map_err(|e| bad(format!("`{name}`: {e}")))?;
-            Tensor::F32 { shape: a.shape().to_vec(), data: a.iter().copied().collect() }
+            let (shape, data) = crate::npy::read::<f32>(&bytes).map_err(wrong)?;
+            Tensor::F32 { shape, data }
         })
     };
     let mut cases = Vec::new();
@@ -237,13 +265,21 @@ pub fn compare(graph: &str, compared: &str, got: &(Vec<usize>, Vec<f32>), refere
 
 /// Verifies every file listed in the manifest against its SHA-256.
 pub fn verify_files(a: &Artifact) -> Row {
-    let mut bad = Vec::new();
+    let (mut changed, mut missing) = (Vec::new(), Vec::new());
     let files = &a.manifest.files;
     for (name, sha) in files {
-        let got = crate::artifact::sha256_file(&a.dir.join(name)).ok();
-        if got.as_ref() != Some(sha) {
-            bad.push(name.clone());
+        match crate::artifact::sha256_file(&a.dir.join(name)) {
+            Ok(got) if &got == sha => {}
+            Ok(_) => changed.push(name.as_str()),
+            Err(e) => missing.push(format!("{name} ({e})")),
         }
+    }
+    let mut detail = Vec::new();
+    if !changed.is_empty() {
+        detail.push(format!("changed since the build (SHA-256 differs from the manifest's): {}", changed.join(", ")));
+    }
+    if !missing.is_empty() {
+        detail.push(format!("unreadable: {}", missing.join(", ")));
     }
     Row {
         graph: "files".into(),
@@ -251,9 +287,9 @@ pub fn verify_files(a: &Artifact) -> Row {
         max_abs_error: 0.0,
         max_relative_error: 0.0,
         tolerance: 0.0,
-        pass: bad.is_empty(),
+        pass: detail.is_empty(),
         skipped: false,
-        detail: if bad.is_empty() { String::new() } else { format!("changed since the build: {}", bad.join(", ")) },
+        detail: detail.join("; "),
     }
 }
 

@@ -26,6 +26,12 @@ pub enum Setting {
     Height,
     /// The `steps` argument of [`Pipeline::sample`](crate::Pipeline::sample).
     Steps,
+    /// The `scale` argument of [`Pipeline::sample`](crate::Pipeline::sample): classifier-free
+    /// guidance.
+    Guidance,
+    /// The `latents` argument of [`Pipeline::sample`](crate::Pipeline::sample): the initial
+    /// latents.
+    Latents,
 }
 
 impl fmt::Display for Setting {
@@ -38,6 +44,8 @@ impl fmt::Display for Setting {
             Setting::Width => "VideoShape::width",
             Setting::Height => "VideoShape::height",
             Setting::Steps => "Pipeline::sample's steps",
+            Setting::Guidance => "Pipeline::sample's scale",
+            Setting::Latents => "Pipeline::sample's latents",
         })
     }
 }

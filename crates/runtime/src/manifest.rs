@@ -21,6 +21,7 @@ use animatediff_formats::{LoraScaling, ModelArch, MotionVersion};
 use onnx_writer::AttentionForm;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::manifest_check::MAX_FRAMES;
 use crate::scheduler::SchedulerConfig;
 use crate::session::DType;
 use crate::tokenizer::{BOS, EOS, MAX_LENGTH};
@@ -80,6 +81,12 @@ pub struct Manifest {
     pub tokenizer: TokenizerFile,
     /// SHA-256 (lowercase hex) of every file of the artifact but the manifest, by file name.
     pub files: BTreeMap<String, String>,
+    /// The size in bytes of every file of the artifact but the manifest, by file name: checked
+    /// on every [`Artifact::open`](crate::Artifact::open), where hashing would take too long.
+    /// Artifacts written before it was recorded have none (then only the hashes are checked,
+    /// by `animate check`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_sizes: BTreeMap<String, u64>,
 }
 
 fn format_tag() -> String {
@@ -421,6 +428,34 @@ pub enum ManifestError {
     /// A field missing or of the wrong type.
     #[error("{0}")]
     Field(serde_json::Error),
+    /// A field whose value is out of range, inconsistent with another, or a file name that
+    /// leaves the artifact directory.
+    #[error("{0}")]
+    Invalid(InvalidField),
+}
+
+/// A manifest field whose value is not accepted, with what is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    /// The field's path in `manifest.json` (`scheduler.steps_offset`, `graphs.unet.file`).
+    pub field: String,
+    /// The value found, as written.
+    pub value: String,
+    /// What is accepted instead (a range, a list, a rule).
+    pub expected: String,
+}
+
+impl InvalidField {
+    /// A fault of `field`.
+    pub fn new(field: &str, value: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), value: value.into(), expected: expected.into() }
+    }
+}
+
+impl Display for InvalidField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}` is {}: expected {}", self.field, self.value, self.expected)
+    }
 }
 
 impl Manifest {
@@ -441,6 +476,34 @@ impl Manifest {
             }
         }
         serde_json::from_value(v).map_err(ManifestError::Field)
+    }
+
+    /// Checks what parsing cannot, without reading any file: every file name is a plain name
+    /// inside the artifact directory, and every number is in the range the runner accepts and
+    /// consistent with the others: sizes positive and bounded (e.g. `max_frames` ≤ [`MAX_FRAMES`]),
+    /// the scheduler one [`Ddim`](crate::Ddim) supports, token ids inside the vocabulary, the
+    /// graphs' fixed input sizes equal to the architecture's. [`Artifact::open`](crate::Artifact::open)
+    /// calls it; it never panics, whatever the manifest holds.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        crate::manifest_check::validate(self).map_err(ManifestError::Invalid)
+    }
+
+    /// Every file name the manifest gives, with the field that gives it.
+    pub fn file_names(&self) -> Vec<(String, &str)> {
+        let mut names = Vec::new();
+        for (graph, g) in self.graphs.iter() {
+            names.push((format!("graphs.{graph}.file"), g.file.as_str()));
+            for (key, list) in [("external_data", &g.external_data), ("lora_dependent_data", &g.lora_dependent_data)] {
+                for (i, n) in list.iter().flatten().enumerate() {
+                    names.push((format!("graphs.{graph}.{key}[{i}]"), n.as_str()));
+                }
+            }
+        }
+        names.extend(self.golden.as_ref().map(|g| ("golden.file".to_owned(), g.file.as_str())));
+        names.push(("tokenizer.file".into(), self.tokenizer.file.as_str()));
+        names.extend(self.files.keys().map(|n| ("files".to_owned(), n.as_str())));
+        names.extend(self.file_sizes.keys().map(|n| ("file_sizes".to_owned(), n.as_str())));
+        names
     }
 
     /// The manifest as written: pretty JSON with sorted keys and a final newline.

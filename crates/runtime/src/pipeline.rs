@@ -35,11 +35,94 @@ pub struct VideoShape {
     pub width: usize,
 }
 
+/// The largest latent side, 256 (2048 pixels): four times SD1.5's trained 512 on each side. It
+/// is the largest a big GPU with memory-efficient attention can still run (one frame's first
+/// UNet level is then 320 × 65536 values per batch item, and the VAE decoder's last level 2048²
+/// × 128), and it keeps every tensor size far from overflow. Beyond it a run could only fail,
+/// after minutes: 8192² crashes inside tract, 1048576² asks for terabytes.
+pub const MAX_LATENT_SIDE: usize = 256;
+
 impl VideoShape {
-    /// Values in the latents `(1, channels, frames, height / 8, width / 8)` of this video.
+    /// Values in the latents `(1, channels, frames, height / 8, width / 8)` of this video
+    /// (saturating: a shape that passed [`VideoShape::check`] never comes near).
     pub fn latent_len(&self, channels: usize) -> usize {
-        channels * self.frames * (self.height / 8) * (self.width / 8)
+        [self.frames, self.height / 8, self.width / 8].iter().fold(channels, |n, &d| n.saturating_mul(d))
     }
+
+    /// Checks the shape against `artifact` before anything is allocated or loaded for it:
+    /// frames 1 to the motion module's maximum (and the artifact's fixed count, if it has one),
+    /// width and height positive multiples of 8 up to 8 × [`MAX_LATENT_SIDE`] pixels (and the
+    /// artifact's fixed size, if it has one).
+    pub fn check(&self, artifact: &Artifact) -> Result<()> {
+        let VideoShape { frames, height, width } = *self;
+        let most = MAX_LATENT_SIDE * 8;
+        for (setting, v) in [(Setting::Width, width), (Setting::Height, height)] {
+            if v == 0 || v % 8 != 0 || v > most {
+                let reason = format!("expected a multiple of 8 (the VAE's factor) from 8 to {most} pixels");
+                return Err(Error::Invalid { setting, value: v.to_string(), reason });
+            }
+        }
+        if frames == 0 || frames > artifact.max_frames() {
+            return Err(Error::Invalid {
+                setting: Setting::Frames,
+                value: frames.to_string(),
+                reason: format!("this model's {} motion module accepts 1 to {} frames", artifact.motion_version(), artifact.max_frames()),
+            });
+        }
+        if let Some(f) = artifact.fixed_frames() {
+            if f != frames {
+                let reason = format!("the model was built for exactly {f} frames (its manifest's fixed frame count)");
+                return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
+            }
+        }
+        if let Some((fh, fw)) = artifact.fixed_latent_hw() {
+            if (fh, fw) != (height / 8, width / 8) {
+                return Err(Error::Input(format!(
+                    "video size {width}x{height}: the model was built for exactly {}x{} pixels (its manifest's fixed size)",
+                    fw * 8,
+                    fh * 8
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks [`Pipeline::sample`]'s settings against `artifact` before any graph is loaded: `steps`
+/// 1 to the scheduler's maximum ([`Ddim::max_steps`]), `guidance` a finite number.
+pub fn check_sampling(artifact: &Artifact, steps: usize, guidance: f32) -> Result<()> {
+    let scheduler = Ddim::new(artifact.scheduler().clone())
+        .map_err(|reason| Error::Artifact { path: artifact.dir.join(crate::manifest::FILE_NAME), reason })?;
+    let most = scheduler.max_steps();
+    if steps == 0 || steps > most {
+        let reason = format!("expected 1 to {most} (this model's scheduler has {} training timesteps)", artifact.scheduler().num_train_timesteps);
+        return Err(Error::Invalid { setting: Setting::Steps, value: steps.to_string(), reason });
+    }
+    if !guidance.is_finite() {
+        let reason = "expected a finite number (guidance is active above 1; 7.5 is usual)".into();
+        return Err(Error::Invalid { setting: Setting::Guidance, value: guidance.to_string(), reason });
+    }
+    Ok(())
+}
+
+/// [`Pipeline::sample`]'s arguments: `latents` of `shape`'s length and finite, `context` of the
+/// text encoder's, `steps` and `scale` as [`check_sampling`] says.
+fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], steps: usize, scale: f32) -> Result<()> {
+    let c = artifact.latent_channels();
+    let n = shape.latent_len(c);
+    if latents.len() != n {
+        return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), shape.frames, shape.height / 8, shape.width / 8)));
+    }
+    check_sampling(artifact, steps, scale)?;
+    if let Some(at) = latents.iter().position(|v| !v.is_finite()) {
+        let value = format!("[{at}] = {}", latents[at]);
+        return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
+    }
+    let d = artifact.context_dim();
+    if context.len() != 2 * MAX_LENGTH * d {
+        return Err(Error::Input(format!("text embeddings hold {} values, expected {} (2×{MAX_LENGTH}×{d}, from Pipeline::encode)", context.len(), 2 * MAX_LENGTH * d)));
+    }
+    Ok(())
 }
 
 /// An artifact's three graphs loaded for one video shape, with its tokenizer and scheduler: text
@@ -64,35 +147,8 @@ impl Pipeline {
     /// Checks the video shape against the artifact and loads the three graphs on `runtime`,
     /// calling `progress` with each graph's name before loading it.
     pub fn load(artifact: Artifact, runtime: &Runtime, shape: VideoShape, mut progress: impl FnMut(&str)) -> Result<Self> {
-        let VideoShape { frames, height, width } = shape;
-        for (setting, v) in [(Setting::Width, width), (Setting::Height, height)] {
-            if v == 0 || v % 8 != 0 {
-                return Err(Error::Invalid { setting, value: v.to_string(), reason: "not a positive multiple of 8 (the VAE's factor)".into() });
-            }
-        }
-        if frames == 0 || frames > artifact.max_frames() {
-            return Err(Error::Invalid {
-                setting: Setting::Frames,
-                value: frames.to_string(),
-                reason: format!("this model's {} motion module accepts 1 to {} frames", artifact.motion_version(), artifact.max_frames()),
-            });
-        }
-        let (h, w) = (height / 8, width / 8);
-        if let Some(f) = artifact.fixed_frames() {
-            if f != frames {
-                let reason = format!("the model was built for exactly {f} frames (its manifest's fixed frame count)");
-                return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
-            }
-        }
-        if let Some((fh, fw)) = artifact.fixed_latent_hw() {
-            if (fh, fw) != (h, w) {
-                return Err(Error::Input(format!(
-                    "video size {width}x{height}: the model was built for exactly {}x{} pixels (its manifest's fixed size)",
-                    fw * 8,
-                    fh * 8
-                )));
-            }
-        }
+        shape.check(&artifact)?;
+        let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
         let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
         let scheduler = Ddim::new(artifact.scheduler().clone())
             .map_err(|reason| Error::Artifact { path: artifact.dir.join("manifest.json"), reason })?;
@@ -125,19 +181,13 @@ impl Pipeline {
     }
 
     /// Runs `steps` DDIM steps from `latents` `(1, 4, F, h, w)` with guidance `scale`; calls
-    /// `on_step(i, t)` after each.
+    /// `on_step(i, t)` after each. The settings are checked first ([`check_sampling`]), and the
+    /// latents must be finite.
     pub fn sample(&mut self, context: &[f32], mut latents: Vec<f32>, steps: usize, scale: f32, mut on_step: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
-        let c = self.artifact.latent_channels();
+        check_sample_inputs(&self.artifact, self.shape, context, &latents, steps, scale)?;
+        let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
         let n = self.shape.latent_len(c);
-        if latents.len() != n {
-            return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), self.shape.frames, self.shape.height / 8, self.shape.width / 8)));
-        }
-        if steps == 0 || steps > self.artifact.scheduler().num_train_timesteps {
-            let reason = format!("expected 1 to {}", self.artifact.scheduler().num_train_timesteps);
-            return Err(Error::Invalid { setting: Setting::Steps, value: steps.to_string(), reason });
-        }
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
-        let d = self.artifact.context_dim();
         for (i, t) in self.scheduler.timesteps(steps).into_iter().enumerate() {
             let doubled: Vec<f32> = latents.iter().chain(&latents).copied().collect();
             let (_, eps) = self.unet.run(&[
@@ -159,6 +209,9 @@ impl Pipeline {
         let c = self.artifact.latent_channels();
         let VideoShape { frames, height, width } = self.shape;
         let hw = (height / 8) * (width / 8);
+        if latents.len() != self.shape.latent_len(c) {
+            return Err(Error::Input(format!("latents hold {} values, expected {} (1×{c}×{frames}×{}×{})", latents.len(), self.shape.latent_len(c), height / 8, width / 8)));
+        }
         let mut out = Vec::with_capacity(frames);
         for f in 0..frames {
             let z: Vec<f32> = (0..c).flat_map(|ch| latents[(ch * frames + f) * hw..(ch * frames + f + 1) * hw].iter().copied()).collect();
@@ -182,4 +235,28 @@ fn to_frame(x: &[f32], width: usize, height: usize) -> Frame {
         }
     }
     Frame { width, height, rgb }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_refuses_non_finite_latents_and_guidance_and_wrong_lengths_with_the_setting_named() {
+        let a = Artifact::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/micro_v2")).unwrap();
+        let shape = VideoShape { frames: 2, height: 64, width: 64 };
+        let (n, ctx) = (shape.latent_len(a.latent_channels()), vec![0.0; 2 * MAX_LENGTH * a.context_dim()]);
+        let mut latents = vec![0.5f32; n];
+        check_sample_inputs(&a, shape, &ctx, &latents, 2, 7.5).unwrap();
+        latents[17] = f32::NAN;
+        match check_sample_inputs(&a, shape, &ctx, &latents, 2, 7.5).unwrap_err() {
+            Error::Invalid { setting: Setting::Latents, value, .. } => assert_eq!(value, "[17] = NaN"),
+            other => panic!("{other}"),
+        }
+        latents[17] = 0.5;
+        let e = check_sample_inputs(&a, shape, &ctx, &latents, 2, f32::INFINITY).unwrap_err();
+        assert!(matches!(e, Error::Invalid { setting: Setting::Guidance, .. }), "{e}");
+        assert!(check_sample_inputs(&a, shape, &ctx[1..], &latents, 2, 7.5).unwrap_err().to_string().contains("text embeddings"));
+        assert!(check_sample_inputs(&a, shape, &ctx, &latents[1..], 2, 7.5).unwrap_err().to_string().contains("initial latents"));
+    }
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::InvalidField;
+
 /// The scheduler settings an artifact's manifest records (diffusers' names and meanings).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerConfig {
@@ -34,7 +36,52 @@ pub struct SchedulerConfig {
     pub eta: f64,
 }
 
+/// The most training timesteps a configuration may have (its ᾱ table is built in full).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 impl SchedulerConfig {
+    /// Checks every setting against what [`Ddim`] supports and the ranges DDIM is defined on:
+    /// a known scheduler, schedule and prediction, `2 ≤ num_train_timesteps ≤`
+    /// [`MAX_TRAIN_TIMESTEPS`], finite `0 < beta_start ≤ beta_end < 1`, and
+    /// `steps_offset < num_train_timesteps`. The error names the manifest field (`scheduler.…`).
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        let bad = |field: &str, value: String, expected: &str| Err(InvalidField::new(&format!("scheduler.{field}"), value, expected));
+        if self.kind != "DDIM" {
+            return bad("type", format!("{:?}", self.kind), "\"DDIM\" (the only scheduler supported)");
+        }
+        let t = self.num_train_timesteps;
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&t) {
+            return bad("num_train_timesteps", t.to_string(), &format!("2 to {MAX_TRAIN_TIMESTEPS} (1000 for every SD1.5 motion module)"));
+        }
+        if !(self.beta_start.is_finite() && self.beta_start > 0.0 && self.beta_start < 1.0) {
+            return bad("beta_start", self.beta_start.to_string(), "a number above 0 and below 1 (0.00085)");
+        }
+        if !(self.beta_end.is_finite() && self.beta_end >= self.beta_start && self.beta_end < 1.0) {
+            return bad("beta_end", self.beta_end.to_string(), &format!("a number from beta_start ({}) to below 1 (0.012)", self.beta_start));
+        }
+        if !["linear", "scaled_linear"].contains(&self.beta_schedule.as_str()) {
+            return bad("beta_schedule", format!("{:?}", self.beta_schedule), "\"linear\" or \"scaled_linear\"");
+        }
+        if self.steps_offset >= t {
+            return bad("steps_offset", self.steps_offset.to_string(), &format!("0 to {} (below num_train_timesteps)", t - 1));
+        }
+        for (field, value, want) in [
+            ("prediction_type", &self.prediction_type, "epsilon"),
+            ("timestep_spacing", &self.timestep_spacing, "leading"),
+        ] {
+            if value != want {
+                return bad(field, format!("{value:?}"), &format!("\"{want}\" (the only one supported)"));
+            }
+        }
+        if self.clip_sample {
+            return bad("clip_sample", "true".into(), "false (clipping is not supported)");
+        }
+        if self.eta != 0.0 {
+            return bad("eta", self.eta.to_string(), "0 (deterministic DDIM)");
+        }
+        Ok(())
+    }
+
     /// The scheduler the official code samples every SD1.5 motion module with (docs/spec.md §8.1).
     pub fn animatediff_ddim() -> Self {
         Self {
@@ -64,17 +111,10 @@ pub struct Ddim {
 }
 
 impl Ddim {
-    /// The scheduler for `config`; an error says which setting is not supported.
+    /// The scheduler for `config`; an error says which setting is not supported or out of range
+    /// (see [`SchedulerConfig::validate`]).
     pub fn new(config: SchedulerConfig) -> Result<Self, String> {
-        if config.kind != "DDIM" {
-            return Err(format!("scheduler `{}` is not supported (DDIM only)", config.kind));
-        }
-        if config.prediction_type != "epsilon" || config.clip_sample || config.eta != 0.0 || config.timestep_spacing != "leading" {
-            return Err(format!(
-                "unsupported DDIM settings (prediction {}, clip_sample {}, eta {}, spacing {}): expected epsilon, false, 0, leading",
-                config.prediction_type, config.clip_sample, config.eta, config.timestep_spacing
-            ));
-        }
+        config.validate().map_err(|e| e.to_string())?;
         let n = config.num_train_timesteps;
         let betas: Vec<f32> = match config.beta_schedule.as_str() {
             // torch.linspace(beta_start, beta_end, n) in f32
@@ -95,8 +135,19 @@ impl Ddim {
         Ok(Self { config, alphas_cumprod, final_alpha_cumprod })
     }
 
-    /// Leading spacing: `(N−1−i)·(T/N) + steps_offset`.
+    /// The most sampling steps this configuration allows: with leading spacing the first
+    /// timestep, `(N−1)·(T/N) + steps_offset`, must stay below T (999 for the official
+    /// configuration, whose offset is 1).
+    pub fn max_steps(&self) -> usize {
+        let (t, offset) = (self.config.num_train_timesteps, self.config.steps_offset);
+        (1..=t).rev().find(|&n| (n - 1) * (t / n) + offset < t).unwrap_or(0)
+    }
+
+    /// Leading spacing: `(N−1−i)·(T/N) + steps_offset` (empty for 0 steps).
     pub fn timesteps(&self, steps: usize) -> Vec<usize> {
+        if steps == 0 {
+            return Vec::new();
+        }
         let ratio = self.config.num_train_timesteps / steps;
         (0..steps).map(|i| (steps - 1 - i) * ratio + self.config.steps_offset).collect()
     }
@@ -104,7 +155,7 @@ impl Ddim {
     /// One DDIM step (eta 0) in place: `x ← √ᾱ_prev·x0 + √(1−ᾱ_prev)·ε`, `x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t`,
     /// with `prev = t − T/N` (ᾱ_prev = 1 below 0).
     pub fn step(&self, x: &mut [f32], eps: &[f32], t: usize, steps: usize) {
-        let prev = t as i64 - (self.config.num_train_timesteps / steps) as i64;
+        let prev = t as i64 - (self.config.num_train_timesteps / steps.max(1)) as i64;
         let a_t = self.alphas_cumprod[t];
         let a_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
         let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
