@@ -9,6 +9,7 @@
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo [--demo-model base|personalized|random] --out demo.gif
 //!     animate check --model DIR --ep A [--against B | --golden FILE.npz] [--tolerance X] [--json]
+//!     animate check --model DIR --verify [--json]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +59,10 @@ struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only verify every file's SHA-256 against the manifest, running no graph (a quick check of
+    /// a copied or downloaded artifact; sizes are checked on every load).
+    #[arg(long, conflicts_with_all = ["against", "golden", "tolerance"])]
+    verify: bool,
     #[arg(long)]
     ort_library: Option<PathBuf>,
     #[arg(long)]
@@ -369,6 +374,8 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
             Setting::Width => "--width",
             Setting::Height => "--height",
             Setting::Steps => "--steps",
+            Setting::Guidance => "--guidance",
+            Setting::Latents => "--latents-in",
             other => return other.to_string(),
         }
         .into()
@@ -379,13 +386,14 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
 fn check(a: CheckArgs) -> Result<bool, String> {
     use animatediff_runtime::{attention_fit, check};
     let artifact = Artifact::open(&a.model).map_err(with_flags)?;
-    let options = |ep: Ep| RuntimeOptions { ep, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone(), ..Default::default() };
-    let runtime = Runtime::new(options(a.ep)).map_err(with_flags)?;
-    let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
     let mut rows = vec![check::verify_files(&artifact)];
     let graph_file = |graph: &str| artifact.manifest.graphs.get(graph).map(|g| g.file.clone()).unwrap_or_default();
-    match a.against {
-        Some(other) => {
+    let options = |ep: Ep| RuntimeOptions { ep, ort_library: a.ort_library.clone(), trt_cache: a.trt_cache.clone(), ..Default::default() };
+    let tolerance = a.tolerance.unwrap_or_else(|| check::default_tolerance(&artifact));
+    let runtime = if a.verify { None } else { Some(Runtime::new(options(a.ep)).map_err(with_flags)?) };
+    match (runtime, a.against) {
+        (None, _) => {}
+        (Some(runtime), Some(other)) => {
             let reference = Runtime::new(options(other)).map_err(with_flags)?;
             for case in check::small_inputs(check::SmallShapes::of(&artifact)) {
                 let compared = format!("{} vs {}", a.ep, other);
@@ -399,7 +407,7 @@ fn check(a: CheckArgs) -> Result<bool, String> {
                 rows.push(check::compare(&case.graph, &compared, &got, &want, tolerance));
             }
         }
-        None => {
+        (Some(runtime), None) => {
             let bundle = match &a.golden {
                 Some(p) => p.clone(),
                 None => match &artifact.manifest.golden {
