@@ -101,9 +101,12 @@ pub(crate) fn inputs(
     })
 }
 
+/// The manifest's `files` (SHA-256 by name) and `file_sizes` (bytes by name).
+pub(crate) type FileRecords = (BTreeMap<String, String>, BTreeMap<String, u64>);
+
 /// SHA-256 and size of each written file, by name; every file must stay under protobuf's 2 GiB
 /// limit.
-pub(crate) fn file_hashes(dir: &Path, written: &[String], hashes: &Hashes) -> Result<(BTreeMap<String, String>, BTreeMap<String, u64>), Error> {
+pub(crate) fn file_hashes(dir: &Path, written: &[String], hashes: &Hashes) -> Result<FileRecords, Error> {
     let paths: Vec<_> = written.iter().map(|f| dir.join(f)).collect();
     let mut sizes = BTreeMap::new();
     for (name, p) in written.iter().zip(&paths) {
