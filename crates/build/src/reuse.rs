@@ -92,10 +92,12 @@ pub struct UnetReuse {
 }
 
 impl Previous {
-    /// The artifact at `out`, if there is one of ours, of this version, with a readable manifest.
+    /// The artifact at `out`, if there is one of ours, of this version, with a readable and
+    /// valid manifest ([`Manifest::validate`]: its file names cannot reach out of `out`, so no
+    /// file elsewhere is ever linked into the new artifact).
     pub fn open(out: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(out.join(manifest::FILE_NAME)).ok()?;
-        let manifest = Manifest::from_json(&text).ok()?;
+        let manifest = Manifest::from_json(&text).ok().filter(|m| m.validate().is_ok())?;
         Some(Self { dir: out.to_path_buf(), manifest })
     }
 
@@ -146,4 +148,21 @@ pub(crate) fn link_unet_files(r: UnetReuse, dir: &Path, hashes: &Hashes) -> Opti
         hashes.insert(dir.join(f), sha);
     }
     Some((reused, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_previous_manifest_naming_files_out_of_its_directory_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = include_str!("../../../graphs/micro_v2/manifest.json");
+        std::fs::write(dir.path().join(manifest::FILE_NAME), committed).unwrap();
+        assert!(Previous::open(dir.path()).is_some());
+        let hostile = committed.replace("\"unet.onnx.data\"\n      ]", "\"../../victim/unet.onnx.data\"\n      ]");
+        assert_ne!(hostile, committed);
+        std::fs::write(dir.path().join(manifest::FILE_NAME), hostile).unwrap();
+        assert!(Previous::open(dir.path()).is_none());
+    }
 }
