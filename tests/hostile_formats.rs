@@ -252,3 +252,208 @@ fn truncated_safetensors_and_empty_zips_say_what_is_wrong() {
     assert_eq!(TensorFile::open(&path).unwrap().read_f32("w").unwrap(), [0.0; 4]);
 }
 
+// ---- Non-finite weights and shapes that do not fit: what build-graph reads must be sound. ----
+
+use animatediff_build::{build, model, BuildOptions};
+use animatediff_fixtures::{self as fx, TinyArch, Version};
+use animatediff_formats::{Error, LoadOptions, Lora, LoraScaling, LoraSet, MotionModule, SdCheckpoint};
+
+/// The fixture set's base model, its kohya LoRA and a v2 motion module (tensors), generated once
+/// per test process.
+fn pristine(name: &str) -> &'static [fx::Tensor] {
+    static SETS: std::sync::OnceLock<[Vec<fx::Tensor>; 3]> = std::sync::OnceLock::new();
+    let [base, lora, mm] = SETS.get_or_init(|| {
+        let (seed, arch) = (fx::DEFAULT_SEED, TinyArch::default());
+        [
+            fx::sd_checkpoint_tensors(seed, "base", &arch, &Default::default()),
+            fx::lora::kohya_lora(seed, &fx::sd15::image_model(seed, "base", &arch)),
+            fx::motion::motion_module(seed, Version::V2, &arch),
+        ]
+    });
+    match name {
+        "base.safetensors" => base,
+        "lora.safetensors" => lora,
+        "mm.safetensors" => mm,
+        other => panic!("no fixture {other}"),
+    }
+}
+
+/// `base.safetensors`, `lora.safetensors` and `mm.safetensors` in a directory of their own, any
+/// of them rewritten with an edit.
+struct Edited {
+    dir: tempfile::TempDir,
+}
+
+impl Edited {
+    fn new() -> Self {
+        let set = Edited { dir: tempfile::tempdir().unwrap() };
+        for name in ["base.safetensors", "lora.safetensors", "mm.safetensors"] {
+            set.edit(name, |_| {});
+        }
+        set
+    }
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+    /// Writes `name` as the fixture's tensors with `edit` applied.
+    fn edit(&self, name: &str, edit: impl FnOnce(&mut Vec<fx::Tensor>)) {
+        let mut tensors: Vec<fx::Tensor> = pristine(name).iter().map(f32_tensor).collect();
+        edit(&mut tensors);
+        fx::tensors::write_safetensors(&self.path(name), &tensors).unwrap();
+    }
+}
+
+/// `t` with its f16 values widened to f32 (so that edits can write any f32).
+fn f32_tensor(t: &fx::Tensor) -> fx::Tensor {
+    let data = match &t.data {
+        fx::Data::F16(v) => fx::Data::F32(v.iter().map(|x| x.to_f32()).collect()),
+        other => other.clone(),
+    };
+    fx::Tensor { name: t.name.clone(), shape: t.shape.clone(), data }
+}
+
+/// Sets the first value of the tensor whose name ends with `suffix` (the first such) to `v`.
+fn poison(tensors: &mut [fx::Tensor], suffix: &str, v: f32) -> String {
+    let t = tensors.iter_mut().find(|t| t.name.ends_with(suffix)).unwrap_or_else(|| panic!("no `*{suffix}`"));
+    if let fx::Data::F32(values) = &mut t.data {
+        values[0] = v;
+    }
+    t.name.clone()
+}
+
+fn unet(set: &Edited) -> SdCheckpoint {
+    SdCheckpoint::open(set.path("base.safetensors"), &LoadOptions::default()).unwrap()
+}
+
+/// Merges the set's LoRA (×`multiplier`, `scaling`) into every UNet and text-encoder weight it
+/// changes; the first error.
+fn merge_all(set: &Edited, scaling: LoraScaling, multiplier: f32, allow: bool) -> Result<(), Error> {
+    let ck = unet(set);
+    let components = [ck.unet.as_ref().unwrap(), ck.text_encoder.as_ref().unwrap()];
+    let mut loras = LoraSet::new(vec![(Lora::open(set.path("lora.safetensors"))?, multiplier)], scaling, &components)?;
+    loras.allow_nonfinite = allow;
+    for c in components {
+        for name in c.names().filter(|n| loras.touches(c.kind, n)) {
+            loras.merged(c, name)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn nonfinite_lora_alpha_or_weights_are_errors_naming_the_lora() {
+    for (bad, suffix, scaling, want) in [
+        (f32::NAN, ".alpha", LoraScaling::Kohya, ".alpha`"),
+        (f32::INFINITY, ".alpha", LoraScaling::Kohya, ".alpha`"),
+        (f32::NAN, ".lora_up.weight", LoraScaling::Official, ".lora_up.weight` @ `"),
+        (f32::NEG_INFINITY, ".lora_down.weight", LoraScaling::Official, ".lora_down.weight`"),
+    ] {
+        let set = Edited::new();
+        let mut key = String::new();
+        set.edit("lora.safetensors", |t| key = poison(t, suffix, bad));
+        let e = merge_all(&set, scaling, 1.0, false).unwrap_err();
+        let msg = e.to_string();
+        println!("{msg}");
+        assert!(matches!(e, Error::NonFinite { .. }), "{msg}");
+        assert!(msg.contains("lora.safetensors") && msg.contains(&key) && msg.contains(want) && msg.contains("--allow-nonfinite"), "{msg}");
+        merge_all(&set, scaling, 1.0, true).unwrap();
+    }
+    // Alpha is not used by the official scaling, so a NaN there harms nothing.
+    let set = Edited::new();
+    set.edit("lora.safetensors", |t| drop(poison(t, ".alpha", f32::NAN)));
+    merge_all(&set, LoraScaling::Official, 1.0, false).unwrap();
+}
+
+#[test]
+fn a_merge_that_overflows_is_an_error() {
+    // Finite LoRA weights (1e4) and a finite multiplier whose product overflows f32.
+    let set = Edited::new();
+    set.edit("lora.safetensors", |tensors| {
+        for t in tensors.iter_mut().filter(|t| t.name.ends_with(".lora_up.weight")) {
+            t.data = fx::Data::F32(vec![1e4; t.shape.iter().product()]);
+        }
+    });
+    let e = merge_all(&set, LoraScaling::Kohya, 3.0e38, false).unwrap_err().to_string();
+    assert!(e.contains("lora.safetensors") && e.contains("merged into the model's weight") && e.contains("inf"), "{e}");
+    merge_all(&set, LoraScaling::Kohya, 1.0, false).unwrap();
+    merge_all(&set, LoraScaling::Kohya, 3.0e38, true).unwrap();
+}
+
+#[test]
+fn nonfinite_base_and_motion_weights_are_errors_naming_the_file() {
+    let set = Edited::new();
+    let mut key = String::new();
+    set.edit("base.safetensors", |t| key = poison(t, "input_blocks.0.0.weight", f32::NAN));
+    let ck = unet(&set);
+    let e = ck.unet.as_ref().unwrap().read("conv_in.weight").unwrap_err().to_string();
+    assert!(e.contains("base.safetensors") && e.contains(&key) && e.contains("1 NaN or infinite"), "{e}");
+
+    let mut key = String::new();
+    set.edit("mm.safetensors", |t| key = poison(t, "proj_in.weight", f32::INFINITY));
+    let mut mm = MotionModule::open(set.path("mm.safetensors"), None).unwrap();
+    let e = mm.weights.read(&key).unwrap_err().to_string();
+    assert!(e.contains("mm.safetensors") && e.contains(&key) && e.contains("(the first, inf, at index 0)"), "{e}");
+    mm.weights.set_allow_nonfinite(true);
+    assert!(mm.weights.read(&key).unwrap()[0].is_infinite());
+}
+
+#[test]
+fn build_refuses_a_nonfinite_motion_module_unless_allowed() {
+    let set = Edited::new();
+    let mut key = String::new();
+    set.edit("mm.safetensors", |t| key = poison(t, "to_out.0.bias", f32::NAN));
+    let opts = |out: &str, allow| BuildOptions {
+        base: Some(set.path("base.safetensors")),
+        quiet: true,
+        golden: false,
+        allow_nonfinite: allow,
+        ..BuildOptions::new(set.path("mm.safetensors"), set.path(out))
+    };
+    let e = build(&opts("refused", false)).unwrap_err().to_string();
+    assert!(e.contains("mm.safetensors") && e.contains(&key), "{e}");
+    assert!(!set.path("refused").exists());
+    build(&opts("allowed", true)).unwrap();
+}
+
+#[test]
+fn lora_modules_of_the_wrong_rank_or_width_are_named_not_matched() {
+    let set = Edited::new();
+    let (mut wide, mut ranked) = (String::new(), String::new());
+    set.edit("lora.safetensors", |tensors| {
+        let mut downs = tensors.iter_mut().filter(|t| t.name.ends_with(".lora_down.weight") && t.shape.len() == 2);
+        // One module's down is one input wider than its weight.
+        let t = downs.next().unwrap();
+        t.shape[1] += 1;
+        t.data = fx::Data::F32(vec![0.01; t.shape.iter().product()]);
+        wide = t.name.clone();
+        // Another's down has rank 5 where its up has rank 4.
+        let t = downs.next().unwrap();
+        t.shape[0] += 1;
+        t.data = fx::Data::F32(vec![0.01; t.shape.iter().product()]);
+        ranked = t.name.replace("lora_down", "lora_up");
+    });
+    let ck = unet(&set);
+    let spec = set.path("lora.safetensors").to_str().unwrap().parse().unwrap();
+    let components = [ck.unet.as_ref().unwrap(), ck.text_encoder.as_ref().unwrap()];
+    let e = model::resolve_lora(&spec, &components).map(|_| ()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(e.contains("2 LoRA modules do not fit") && e.contains(&wide) && e.contains(&ranked), "{e}");
+}
+
+#[test]
+fn a_motion_module_missing_a_weight_is_named() {
+    let set = Edited::new();
+    let missing = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_v.weight";
+    set.edit("mm.safetensors", |t| t.retain(|t| t.name != missing));
+    let mm = MotionModule::open(set.path("mm.safetensors"), None).unwrap();
+    let e = model::check_motion_weights(&mm).unwrap_err().to_string();
+    assert!(e.contains("mm.safetensors") && e.contains(&format!("missing weight `{missing}`")), "{e}");
+    let ck = unet(&set);
+    let (arch, _) = model::architecture(&ck, None).unwrap();
+    let e = model::check_motion_module(&mm, &arch, None).unwrap_err().to_string();
+    assert!(e.contains(missing), "{e}");
+    // The whole module passes.
+    let whole = Edited::new();
+    let mm = MotionModule::open(whole.path("mm.safetensors"), None).unwrap();
+    model::check_motion_module(&mm, &arch, None).unwrap();
+}
