@@ -91,9 +91,12 @@ impl<'a> Prepared<'a> {
     fn open(opts: &'a BuildOptions, previous: Option<&Previous>) -> Result<Self, Error> {
         let checkpoints = Checkpoints::open(opts.base.as_deref(), opts.personalized.as_deref(), &LoadOptions::default())?;
         let unrecognized = checkpoints.unrecognized_warnings();
-        let checkpoint = checkpoints.merged().ok_or(Error::NoModel)?;
+        let mut checkpoint = checkpoints.merged().ok_or(Error::NoModel)?;
         model::check_components(&checkpoint)?;
-        let motion = MotionModule::open(&opts.motion_module, opts.motion_version)?;
+        let mut motion = MotionModule::open(&opts.motion_module, opts.motion_version)?;
+        // Every weight read (and LoRA merged) is checked for NaN and infinities, unless allowed.
+        let components = [&mut checkpoint.unet, &mut checkpoint.vae, &mut checkpoint.text_encoder];
+        components.into_iter().flatten().chain([&mut motion.weights]).for_each(|c| c.set_allow_nonfinite(opts.allow_nonfinite));
         let model = Model::open(checkpoint, opts.arch.as_deref())?;
         model::check_motion_module(&motion, &model.arch, opts.frames)?;
 
@@ -114,7 +117,8 @@ impl<'a> Prepared<'a> {
             loras.push(l);
             pairs.push((lora, spec.multiplier));
         }
-        let lora_set = if pairs.is_empty() { None } else { Some(LoraSet::new(pairs, opts.lora_scaling, &targets)?) };
+        let mut lora_set = if pairs.is_empty() { None } else { Some(LoraSet::new(pairs, opts.lora_scaling, &targets)?) };
+        lora_set.iter_mut().for_each(|set| set.allow_nonfinite = opts.allow_nonfinite);
         Ok(Self { opts, model, motion, loras, lora_set, unrecognized, lora_warnings, hashes })
     }
 

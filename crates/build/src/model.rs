@@ -125,8 +125,10 @@ impl Model {
     }
 }
 
-/// Checks that `motion` fits the UNet of `arch` and, if given, `frames`.
+/// Checks that `motion` has every weight of each of its sites, fits the UNet of `arch` and, if
+/// given, `frames`.
 pub fn check_motion_module(motion: &MotionModule, arch: &ModelArch, frames: Option<usize>) -> Result<(), Error> {
+    check_motion_weights(motion)?;
     check_motion_sites(motion, arch)?;
     if let Some(f) = frames {
         if f == 0 || f > motion.max_frames() {
@@ -134,6 +136,19 @@ pub fn check_motion_module(motion: &MotionModule, arch: &ModelArch, frames: Opti
         }
     }
     Ok(())
+}
+
+/// Every site of the motion module must have its full set of weights; an error names the
+/// missing ones.
+pub fn check_motion_weights(mm: &MotionModule) -> Result<(), Error> {
+    let missing = mm.missing_weights();
+    let Some(first) = missing.first() else { return Ok(()) };
+    let more = if missing.len() > 1 { format!(" (and {} more)", missing.len() - 1) } else { String::new() };
+    let reason = format!(
+        "missing weight `{first}`{more}: every module site needs its {} weights (official names)",
+        animatediff_formats::motion_module::SITE_WEIGHTS.len()
+    );
+    Err(Error::Format(animatediff_formats::Error::MotionModule { path: mm.source.clone(), reason }))
 }
 
 /// The motion module's sites and widths must be the UNet's.

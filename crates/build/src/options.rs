@@ -23,6 +23,9 @@ pub struct BuildOptions {
     pub lora_scaling: LoraScaling,
     /// Apply a LoRA even when some of its keys match no weight (they are listed as warnings).
     pub lora_ignore_unmatched: bool,
+    /// Build even when a weight read or merged holds NaN or infinite values (by default an error
+    /// naming the file and the tensor).
+    pub allow_nonfinite: bool,
     /// The AnimateDiff motion module (v1, v2 or v3; official or diffusers layout).
     pub motion_module: PathBuf,
     /// Overrides the motion-module version detected from keys and shapes.
@@ -75,6 +78,7 @@ impl BuildOptions {
             loras: Vec::new(),
             lora_scaling: LoraScaling::Official,
             lora_ignore_unmatched: false,
+            allow_nonfinite: false,
             motion_module: motion_module.into(),
             motion_version: None,
             arch: None,

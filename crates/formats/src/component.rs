@@ -44,11 +44,19 @@ pub struct WeightRef {
 pub struct ComponentWeights {
     pub kind: ComponentKind,
     tensors: BTreeMap<String, WeightRef>,
+    /// Whether [`Self::read`] returns NaN or infinite values instead of refusing them.
+    allow_nonfinite: bool,
 }
 
 impl ComponentWeights {
     pub fn new(kind: ComponentKind) -> Self {
-        Self { kind, tensors: BTreeMap::new() }
+        Self { kind, tensors: BTreeMap::new(), allow_nonfinite: false }
+    }
+
+    /// Lets [`Self::read`] and [`Self::read_checked`] return weights holding NaN or infinite
+    /// values, which by default are an error naming the file and the tensor.
+    pub fn set_allow_nonfinite(&mut self, allow: bool) {
+        self.allow_nonfinite = allow;
     }
 
     /// Adds `file[key]` under `name`, reshaped to `shape` (same element count) if given.
@@ -103,10 +111,19 @@ impl ComponentWeights {
         self.tensors.get(name).map(|w| w.shape.as_slice()).ok_or_else(|| self.missing(name))
     }
 
-    /// Reads a tensor as f32.
+    /// Reads a tensor as f32; NaN or infinite values are an error unless allowed
+    /// ([`Self::set_allow_nonfinite`]).
     pub fn read(&self, name: &str) -> Result<Vec<f32>> {
         let w = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
-        w.file.read_f32(&w.key)
+        self.read_finite(w)
+    }
+
+    fn read_finite(&self, w: &WeightRef) -> Result<Vec<f32>> {
+        let v = w.file.read_f32(&w.key)?;
+        if !self.allow_nonfinite {
+            Error::check_finite(&v, w.file.path(), &w.key, "holds")?;
+        }
+        Ok(v)
     }
 
     /// Reads a tensor and checks its shape, naming file, key, expected and found shapes on error.
@@ -120,7 +137,7 @@ impl ComponentWeights {
                 found: w.shape.clone(),
             });
         }
-        w.file.read_f32(&w.key)
+        self.read_finite(w)
     }
 
     /// Path of the file a tensor comes from.

@@ -42,11 +42,27 @@ pub enum Error {
 
     #[error("{path}: {reason}")]
     Arch { path: PathBuf, reason: String },
+
+    /// A weight holds NaN or infinite values (or a LoRA merge makes it so): the file is corrupt
+    /// or the merge overflows. `build-graph --allow-nonfinite` builds anyway.
+    #[error(
+        "{path}: tensor `{key}` {what} {count} NaN or infinite values (the first, {first}, at index {index}); \
+         the file is corrupt or the merge overflows (build-graph --allow-nonfinite builds anyway)"
+    )]
+    NonFinite { path: PathBuf, key: String, what: &'static str, count: usize, first: f32, index: usize },
 }
 
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), source }
+    }
+
+    /// `Ok` when every value is finite, else [`Error::NonFinite`] for tensor `key` of `path`,
+    /// which `what` ("holds", "would hold after merging ...") describes.
+    pub fn check_finite(values: &[f32], path: &Path, key: &str, what: &'static str) -> Result<()> {
+        let Some(index) = values.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+        let count = values[index..].iter().filter(|v| !v.is_finite()).count();
+        Err(Error::NonFinite { path: path.to_path_buf(), key: key.to_owned(), what, count, first: values[index], index })
     }
 
     /// The file the error is about.
@@ -62,7 +78,8 @@ impl Error {
             | Error::Layout { path, .. }
             | Error::MotionModule { path, .. }
             | Error::Lora { path, .. }
-            | Error::Arch { path, .. } => path,
+            | Error::Arch { path, .. }
+            | Error::NonFinite { path, .. } => path,
         }
     }
 }

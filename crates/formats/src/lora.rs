@@ -102,6 +102,8 @@ pub struct LoraTarget {
     pub down_key: String,
     pub up_key: String,
     pub alpha: Option<f32>,
+    /// The key `alpha` was read from.
+    pub alpha_key: Option<String>,
     pub rank: usize,
 }
 
@@ -215,6 +217,7 @@ impl Lora {
             }
         }
         let mut out = LoraResolution::default();
+        let mut misfits = Vec::new();
         for m in &self.modules {
             let found = match &m.address {
                 Address::Underscored(u) => underscored.get(u).cloned(),
@@ -242,6 +245,15 @@ impl Lora {
                 path: self.path.clone(),
                 reason: format!("`{down_key}` is a scalar, expected [rank, in, ...]"),
             })?;
+            let target_shape = components.iter().find(|c| c.kind == component).and_then(|c| c.shape(&weight).ok());
+            let misfit = match target_shape {
+                Some(shape) => self.misfit(&down_key, &up_key, m.alpha.as_deref(), rank, &weight, shape),
+                None => None,
+            };
+            if let Some(misfit) = misfit {
+                misfits.push(misfit);
+                continue;
+            }
             let alpha = match &m.alpha {
                 Some(k) => Some(*self.file.read_f32(k)?.first().ok_or_else(|| Error::Lora {
                     path: self.path.clone(),
@@ -249,35 +261,59 @@ impl Lora {
                 })?),
                 None => None,
             };
-            out.targets.push(LoraTarget { component, weight, down_key, up_key, alpha, rank });
+            let alpha_key = m.alpha.clone();
+            out.targets.push(LoraTarget { component, weight, down_key, up_key, alpha, alpha_key, rank });
+        }
+        if !misfits.is_empty() {
+            let n = misfits.len();
+            let shown = misfits.iter().take(10).cloned().collect::<Vec<_>>().join("; ");
+            let more = if n > 10 { format!("; and {} more", n - 10) } else { String::new() };
+            let reason = format!("{n} LoRA modules do not fit the weights they change (wrong rank or width): {shown}{more}");
+            return Err(Error::Lora { path: self.path.clone(), reason });
         }
         Ok(out)
     }
 
+    /// What is wrong with the shapes of a module (`down`, `up`, `alpha` keys, `rank` from down's
+    /// first dimension) against the weight `weight` of shape `target` it changes, if anything:
+    /// `up` must be `[out, rank, 1...]`, `down` `[rank, in...]` and `alpha` one number.
+    fn misfit(&self, down: &str, up: &str, alpha: Option<&str>, rank: usize, weight: &str, target: &[usize]) -> Option<String> {
+        let shape = |key: &str| self.file.info(key).map(|i| i.shape.clone()).unwrap_or_default();
+        let (up_shape, down_shape) = (shape(up), shape(down));
+        let numel = |s: &[usize]| crate::tensor_file::checked_numel(s);
+        let Some((&out_dim, in_dims)) = target.split_first() else {
+            return Some(format!("weight `{weight}` is a scalar and cannot take a LoRA"));
+        };
+        let Some(in_flat) = numel(in_dims) else {
+            return Some(format!("weight `{weight}` has shape {target:?}, whose size overflows"));
+        };
+        let fits = |s: &[usize], first: usize, rest: usize| {
+            s.first() == Some(&first) && numel(s).is_some_and(|n| Some(n) == first.checked_mul(rest))
+        };
+        if !fits(&up_shape, out_dim, rank) {
+            return Some(format!(
+                "`{up}` has shape {up_shape:?}, expected [{out_dim}, {rank}, ...] for weight `{weight}` of shape {target:?}"
+            ));
+        }
+        if !fits(&down_shape, rank, in_flat) {
+            let ins = in_dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+            return Some(format!(
+                "`{down}` has shape {down_shape:?}, expected [{rank}, {ins}] (rank × in) for weight `{weight}` of shape {target:?}"
+            ));
+        }
+        match alpha {
+            Some(a) if numel(&shape(a)) != Some(1) => Some(format!("`{a}` has shape {:?}, expected one number", shape(a))),
+            _ => None,
+        }
+    }
+
     /// `up @ down` for one target, shaped like the target weight (`target_shape`), checked.
     pub fn product(&self, t: &LoraTarget, target_shape: &[usize]) -> Result<Vec<f32>> {
-        let bad = |reason: String| Error::Lora { path: self.path.clone(), reason };
-        let up_shape = &self.file.info(&t.up_key).unwrap().shape;
-        let down_shape = &self.file.info(&t.down_key).unwrap().shape;
+        if let Some(reason) = self.misfit(&t.down_key, &t.up_key, None, t.rank, &t.weight, target_shape) {
+            return Err(Error::Lora { path: self.path.clone(), reason });
+        }
         let out_dim = target_shape[0];
         let in_flat: usize = target_shape[1..].iter().product();
-        let up_numel: usize = up_shape.iter().product();
-        let down_numel: usize = down_shape.iter().product();
-        if up_shape.first() != Some(&out_dim) || up_numel != out_dim * t.rank {
-            return Err(bad(format!(
-                "`{}` has shape {up_shape:?}, expected [{out_dim}, {}, ...] for weight `{}` of shape {target_shape:?}",
-                t.up_key, t.rank, t.weight
-            )));
-        }
-        if down_numel != t.rank * in_flat {
-            return Err(bad(format!(
-                "`{}` has shape {down_shape:?}, expected [{}, {}] (rank × in) for weight `{}` of shape {target_shape:?}",
-                t.down_key,
-                t.rank,
-                target_shape[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-                t.weight
-            )));
-        }
         let up = self.file.read_f32(&t.up_key)?;
         let down = self.file.read_f32(&t.down_key)?;
         let mut out = vec![0f32; out_dim * in_flat];
@@ -328,6 +364,9 @@ pub struct LoraSet {
     by_weight: BTreeMap<(ComponentKind, String), Vec<(usize, LoraTarget)>>,
     /// Per LoRA: keys that matched nothing.
     pub unmatched: Vec<(PathBuf, Vec<String>)>,
+    /// Merge LoRAs whose alpha or weights are NaN or infinite, or whose merge overflows, instead
+    /// of refusing them with an error naming the LoRA file and key.
+    pub allow_nonfinite: bool,
 }
 
 impl LoraSet {
@@ -343,7 +382,7 @@ impl LoraSet {
                 unmatched.push((lora.path.clone(), r.unmatched));
             }
         }
-        Ok(Self { scaling, loras, by_weight, unmatched })
+        Ok(Self { scaling, loras, by_weight, unmatched, allow_nonfinite: false })
     }
 
     /// Number of distinct weights changed.
@@ -364,7 +403,8 @@ impl LoraSet {
             .is_some_and(|((c, w), _)| *c == component && w.starts_with(&dotted))
     }
 
-    /// Adds every LoRA's contribution to `weight` (in place).
+    /// Adds every LoRA's contribution to `weight` (in place). Unless `allow_nonfinite`, a NaN or
+    /// infinite alpha, LoRA weight or merged value is an error naming the LoRA file and its key.
     pub fn apply(&self, component: ComponentKind, weight: &str, shape: &[usize], values: &mut [f32]) -> Result<()> {
         let Some(list) = self.by_weight.get(&(component, weight.to_owned())) else { return Ok(()) };
         for (i, t) in list {
@@ -373,11 +413,20 @@ impl LoraSet {
                 (LoraScaling::Kohya, Some(alpha)) => alpha / t.rank as f32,
                 _ => 1.0,
             };
+            let check = |v: &[f32], key: &str, what| match self.allow_nonfinite {
+                true => Ok(()),
+                false => Error::check_finite(v, &lora.path, key, what),
+            };
+            if let (LoraScaling::Kohya, Some(alpha), Some(key)) = (self.scaling, t.alpha, &t.alpha_key) {
+                check(&[alpha], key, "holds")?;
+            }
             let delta = lora.product(t, shape)?;
+            check(&delta, &format!("{}` @ `{}", t.up_key, t.down_key), "(up @ down) holds")?;
             let k = multiplier * scale;
             for (w, d) in values.iter_mut().zip(&delta) {
                 *w += k * d;
             }
+            check(values, &t.weight, "would hold, merged into the model's weight,")?;
         }
         Ok(())
     }

@@ -59,6 +59,38 @@ impl FromStr for MotionVersion {
     }
 }
 
+/// The weights every module site has, under `<site>.temporal_transformer.` (official names):
+/// its norm and projections, and one transformer block of two temporal attentions and a
+/// feed-forward. A site lacking any of them cannot be built.
+pub const SITE_WEIGHTS: &[&str] = &[
+    "norm.weight",
+    "norm.bias",
+    "proj_in.weight",
+    "proj_in.bias",
+    "transformer_blocks.0.attention_blocks.0.to_q.weight",
+    "transformer_blocks.0.attention_blocks.0.to_k.weight",
+    "transformer_blocks.0.attention_blocks.0.to_v.weight",
+    "transformer_blocks.0.attention_blocks.0.to_out.0.weight",
+    "transformer_blocks.0.attention_blocks.0.to_out.0.bias",
+    "transformer_blocks.0.attention_blocks.1.to_q.weight",
+    "transformer_blocks.0.attention_blocks.1.to_k.weight",
+    "transformer_blocks.0.attention_blocks.1.to_v.weight",
+    "transformer_blocks.0.attention_blocks.1.to_out.0.weight",
+    "transformer_blocks.0.attention_blocks.1.to_out.0.bias",
+    "transformer_blocks.0.norms.0.weight",
+    "transformer_blocks.0.norms.0.bias",
+    "transformer_blocks.0.norms.1.weight",
+    "transformer_blocks.0.norms.1.bias",
+    "transformer_blocks.0.ff.net.0.proj.weight",
+    "transformer_blocks.0.ff.net.0.proj.bias",
+    "transformer_blocks.0.ff.net.2.weight",
+    "transformer_blocks.0.ff.net.2.bias",
+    "transformer_blocks.0.ff_norm.weight",
+    "transformer_blocks.0.ff_norm.bias",
+    "proj_out.weight",
+    "proj_out.bias",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MotionLayout {
     /// guoyww/AnimateDiff names: `...motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0...`
@@ -88,6 +120,20 @@ pub struct MotionModule {
 
 impl MotionModule {
     /// Frames the module can attend over: the stored table length, else the version's default.
+    /// The official names of the weights a module site lacks ([`SITE_WEIGHTS`]), site by site.
+    pub fn missing_weights(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for (site, _) in &self.sites {
+            for w in SITE_WEIGHTS {
+                let name = format!("{site}.temporal_transformer.{w}");
+                if !self.weights.contains(&name) {
+                    missing.push(name);
+                }
+            }
+        }
+        missing
+    }
+
     pub fn max_frames(&self) -> usize {
         self.pe_len.unwrap_or_else(|| self.version.default_max_frames())
     }

@@ -7,6 +7,14 @@
 //! global (`os.system`, `builtins.eval`, a Lightning callback class, ...) is refused, by name,
 //! before anything is built. All reads are bounds-checked: malformed input gives an error, not a
 //! panic.
+//!
+//! Work and memory are bounded too. Every stack and memo entry carries its value's nesting depth,
+//! node count and payload bytes, kept up to date as containers are built and appended to, so
+//! that a copy (DUP, memo PUT/GET) is charged to a budget before it is made, without walking the
+//! value. A pickle that creates more than [`MAX_NODES`] values or [`MAX_PAYLOAD_BYTES`] bytes of
+//! strings (copies included), or nests deeper than [`MAX_DEPTH`], is refused with
+//! [`PickleError::Limit`]; so no value that reaches the recursive `Clone`, `Drop`, `PartialEq` or
+//! `Debug` of [`Value`] is deeper than [`MAX_DEPTH`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +38,20 @@ pub const ALLOWED_GLOBALS: &[&str] = &[
     "torch.BoolStorage",
 ];
 
+/// The most values one pickle may create, counting every copy made by DUP and memo PUT/GET,
+/// every MARK and every memo entry. A real SD1.5 checkpoint's pickle creates about 20-50k (a full
+/// training checkpoint with optimizer state a few times that), so this leaves a wide margin while
+/// capping the VM at a few hundred MB (a value takes about 150 bytes).
+pub const MAX_NODES: u64 = 2_000_000;
+
+/// The most bytes of strings and bytes one pickle may create, copies included. The strings of a
+/// real checkpoint (tensor names, storage keys) come to well under a megabyte.
+pub const MAX_PAYLOAD_BYTES: u64 = 256 << 20;
+
+/// The deepest nesting of containers accepted. A state dict nests a few levels (a `state_dict`
+/// wrapper, the dict, a tensor's argument tuples); Python itself refuses to pickle much deeper.
+pub const MAX_DEPTH: u32 = 256;
+
 /// Why a pickle was refused; positions are byte offsets into the pickle.
 #[derive(Debug, PartialEq)]
 pub enum PickleError {
@@ -37,6 +59,9 @@ pub enum PickleError {
     Truncated(usize),
     UnknownOpcode(u8, usize),
     Malformed(String),
+    /// The pickle went past one of the limits on work and memory ([`MAX_NODES`],
+    /// [`MAX_PAYLOAD_BYTES`], [`MAX_DEPTH`]); says which, and at which byte.
+    Limit(String),
 }
 
 impl fmt::Display for PickleError {
@@ -46,6 +71,9 @@ impl fmt::Display for PickleError {
             PickleError::Truncated(at) => write!(f, "pickle truncated at byte {at}"),
             PickleError::UnknownOpcode(op, at) => write!(f, "unsupported pickle opcode 0x{op:02x} at byte {at}"),
             PickleError::Malformed(m) => write!(f, "malformed pickle: {m}"),
+            PickleError::Limit(m) => {
+                write!(f, "pickle refused: {m}; no tensor checkpoint comes near this, so the file is corrupt or hostile")
+            }
         }
     }
 }
@@ -82,6 +110,26 @@ pub enum Value {
     Global(String),
     Storage(StorageRef),
     Tensor(TensorRef),
+}
+
+impl Value {
+    /// The kind of value, for messages (a value itself may be too large to print).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
+        }
+    }
 }
 
 /// Declares [`Opcode`] and its `TryFrom<u8>` from one table, so that each byte is written once.
@@ -148,19 +196,98 @@ impl std::error::Error for UnknownOpcode {}
 
 type R<T> = Result<T, PickleError>;
 
-/// The unpickling VM: its position in `data`, the stack, the stacks set aside by each MARK, and
-/// the memo.
+/// The size of a value, kept beside it so that copies can be charged without walking it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Size {
+    /// Nesting depth: 0 for a scalar, one more than its deepest item for a container.
+    depth: u32,
+    /// Values in it, itself included.
+    nodes: u64,
+    /// Bytes of strings and bytes in it.
+    bytes: u64,
+}
+
+impl Size {
+    /// The size of a container (or call result) made of `items`.
+    fn around<'e>(items: impl IntoIterator<Item = &'e Entry>) -> Size {
+        let mut size = Size { depth: 0, nodes: 1, bytes: 0 };
+        for item in items {
+            size.add(item.size);
+        }
+        size
+    }
+    /// Counts `item` as one more item of this container.
+    fn add(&mut self, item: Size) {
+        self.depth = self.depth.max(item.depth + 1);
+        self.nodes += item.nodes;
+        self.bytes += item.bytes;
+    }
+}
+
+/// A dict key that can be hashed, for keeping a dict's keys unique as Python does. Keys of other
+/// kinds (floats, tuples) are never merged, which no tensor checkpoint needs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    None,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl Key {
+    fn of(v: &Value) -> Option<Key> {
+        Some(match v {
+            Value::None => Key::None,
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Int(i) => Key::Int(*i),
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Bytes(b) => Key::Bytes(b.clone()),
+            _ => return None,
+        })
+    }
+}
+
+/// Where each key of a dict is, so that SETITEM replaces in O(1) instead of searching.
+type KeyIndex = HashMap<Key, usize>;
+
+/// A value on the stack or in the memo, with its size. A dict on top of the stack keeps the index
+/// of its keys while items are set into it; copies start without one.
+#[derive(Debug)]
+struct Entry {
+    value: Value,
+    size: Size,
+    index: Option<Box<KeyIndex>>,
+}
+
+impl Entry {
+    fn new(value: Value, size: Size) -> Entry {
+        Entry { value, size, index: None }
+    }
+}
+
+/// The unpickling VM: its position in `data`, the stack, the stacks set aside by each MARK, the
+/// memo, and what has been created so far (counted against [`MAX_NODES`] and
+/// [`MAX_PAYLOAD_BYTES`]).
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
-    marks: Vec<Vec<Value>>,
-    memo: HashMap<u64, Value>,
+    stack: Vec<Entry>,
+    marks: Vec<Vec<Entry>>,
+    memo: HashMap<u64, Entry>,
+    budget: Budget,
 }
 
 /// Interprets a pickle (protocols 2-5) and returns the object it describes.
 pub fn load(data: &[u8]) -> R<Value> {
-    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        budget: Budget::default(),
+    };
     m.run()
 }
 
@@ -181,7 +308,7 @@ impl Machine<'_> {
         match op {
             PROTO => self.skip(1),
             FRAME => self.skip(8),
-            STOP => return self.pop().map(Some),
+            STOP => return self.pop().map(|e| Some(e.value)),
 
             MARK => self.mark(),
             POP => self.pop().map(drop),
@@ -218,22 +345,22 @@ impl Machine<'_> {
             BINBYTES8 => self.u64().and_then(|n| self.bytes(n as usize)),
 
             EMPTY_TUPLE => self.push(Value::Tuple(Vec::new())),
-            TUPLE => self.pop_mark().and_then(|items| self.push(Value::Tuple(items))),
+            TUPLE => self.pop_mark().and_then(|items| self.push_built(items, Value::Tuple)),
             TUPLE1 => self.tuple_from_stack(1, at),
             TUPLE2 => self.tuple_from_stack(2, at),
             TUPLE3 => self.tuple_from_stack(3, at),
             EMPTY_LIST => self.push(Value::List(Vec::new())),
-            LIST => self.pop_mark().and_then(|items| self.push(Value::List(items))),
+            LIST => self.pop_mark().and_then(|items| self.push_built(items, Value::List)),
             APPEND => self.append(),
             APPENDS => self.extend_list("APPENDS to a non-list"),
             EMPTY_DICT => self.push(Value::Dict(Vec::new())),
-            DICT => self.pop_mark().and_then(pairs).and_then(|d| self.push(Value::Dict(d))),
+            DICT => self.dict(),
             SETITEM => self.set_item(),
             SETITEMS => self.set_items(),
             // Sets are kept as lists: a tensor checkpoint has no use for them.
             EMPTY_SET => self.push(Value::List(Vec::new())),
             ADDITEMS => self.extend_list("ADDITEMS to a non-set"),
-            FROZENSET => self.pop_mark().and_then(|items| self.push(Value::List(items))),
+            FROZENSET => self.pop_mark().and_then(|items| self.push_built(items, Value::List)),
 
             GLOBAL => self.text_global(),
             STACK_GLOBAL => self.stack_global(),
@@ -243,7 +370,7 @@ impl Machine<'_> {
             NEWOBJ_EX => self.pop().and_then(|_kwargs| self.reduce("NEWOBJ_EX")),
             BUILD => self.build(),
             PERSID => Err(PickleError::Malformed("text persistent ids are not used by torch.save".into())),
-            BINPERSID => self.pop().and_then(persistent_load).and_then(|v| self.push(v)),
+            BINPERSID => self.persistent_id(),
             // The copyreg extension registry can stand for any global, so it is refused like one.
             EXT1 | EXT2 | EXT4 => {
                 Err(PickleError::DisallowedGlobal(format!("<copyreg extension code, opcode 0x{:02x}>", op as u8)))
@@ -294,42 +421,106 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// The stack, its marks and the memo.
-impl Machine<'_> {
-    fn push(&mut self, v: Value) -> R<()> {
-        self.stack.push(v);
+/// What a pickle has created so far, values and string bytes, copies included.
+#[derive(Default)]
+struct Budget {
+    nodes: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Counts `nodes` values and `bytes` of strings as created at byte `pos`; refuses past the
+    /// limits.
+    fn charge(&mut self, nodes: u64, bytes: u64, pos: usize) -> R<()> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.nodes > MAX_NODES {
+            return Err(PickleError::Limit(format!(
+                "more than {MAX_NODES} values (copies made by DUP and memo PUT/GET included) by byte {pos}"
+            )));
+        }
+        if self.bytes > MAX_PAYLOAD_BYTES {
+            return Err(PickleError::Limit(format!(
+                "more than {MAX_PAYLOAD_BYTES} bytes of strings (copies included) by byte {pos}"
+            )));
+        }
         Ok(())
     }
-    fn pop(&mut self) -> R<Value> {
-        self.stack.pop().ok_or_else(|| PickleError::Malformed(format!("stack underflow at byte {}", self.pos)))
+    /// A copy of `e` (DUP, memo PUT/GET), charged in full before it is made.
+    fn copy(&mut self, e: &Entry, pos: usize) -> R<Entry> {
+        self.charge(e.size.nodes, e.size.bytes, pos)?;
+        Ok(Entry::new(e.value.clone(), e.size))
     }
-    fn top(&mut self) -> R<&mut Value> {
-        let pos = self.pos;
-        self.stack.last_mut().ok_or_else(|| PickleError::Malformed(format!("stack underflow at byte {pos}")))
+}
+
+fn underflow(pos: usize) -> PickleError {
+    PickleError::Malformed(format!("stack underflow at byte {pos}"))
+}
+
+/// The stack, its marks and the memo.
+impl Machine<'_> {
+    fn charge(&mut self, nodes: u64, bytes: u64) -> R<()> {
+        self.budget.charge(nodes, bytes, self.pos)
+    }
+    /// Pushes a new scalar (or empty container).
+    fn push(&mut self, v: Value) -> R<()> {
+        let bytes = match &v {
+            Value::Str(s) => s.len() as u64,
+            Value::Bytes(b) => b.len() as u64,
+            _ => 0,
+        };
+        self.charge(1, bytes)?;
+        self.stack.push(Entry::new(v, Size { depth: 0, nodes: 1, bytes }));
+        Ok(())
+    }
+    /// Pushes a value built from `items` (a container, or what a call made of its arguments);
+    /// its size is that of a container of them, an upper bound.
+    fn push_made_of(&mut self, v: Value, size: Size) -> R<()> {
+        check_depth(size, self.pos)?;
+        self.charge(1, 0)?;
+        self.stack.push(Entry::new(v, size));
+        Ok(())
+    }
+    /// Pushes the container `make` builds from `items`.
+    fn push_built(&mut self, items: Vec<Entry>, make: fn(Vec<Value>) -> Value) -> R<()> {
+        let size = Size::around(&items);
+        self.push_made_of(make(values(items)), size)
+    }
+    fn pop(&mut self) -> R<Entry> {
+        self.stack.pop().ok_or_else(|| underflow(self.pos))
+    }
+    fn top(&mut self) -> R<&mut Entry> {
+        self.stack.last_mut().ok_or_else(|| underflow(self.pos))
     }
     fn dup(&mut self) -> R<()> {
-        let v = self.top()?.clone();
-        self.push(v)
+        let top = self.stack.last().ok_or_else(|| underflow(self.pos))?;
+        let copy = self.budget.copy(top, self.pos)?;
+        self.stack.push(copy);
+        Ok(())
     }
     /// MARK: the stack so far is set aside; what is pushed after it is the marked items.
     fn mark(&mut self) -> R<()> {
+        self.charge(1, 0)?;
         self.marks.push(std::mem::take(&mut self.stack));
         Ok(())
     }
     /// The items pushed since the last MARK, restoring the stack from before it.
-    fn pop_mark(&mut self) -> R<Vec<Value>> {
+    fn pop_mark(&mut self) -> R<Vec<Entry>> {
         let items = std::mem::take(&mut self.stack);
         self.stack = self.marks.pop().ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
         Ok(items)
     }
     fn memo_put(&mut self, index: u64) -> R<()> {
-        let v = self.top()?.clone();
-        self.memo.insert(index, v);
+        let top = self.stack.last().ok_or_else(|| underflow(self.pos))?;
+        let copy = self.budget.copy(top, self.pos)?;
+        self.memo.insert(index, copy);
         Ok(())
     }
     fn memo_get(&mut self, index: u64) -> R<()> {
-        let v = self.memo.get(&index).cloned().ok_or_else(|| PickleError::Malformed(format!("memo {index} unset")))?;
-        self.push(v)
+        let e = self.memo.get(&index).ok_or_else(|| PickleError::Malformed(format!("memo {index} unset")))?;
+        let copy = self.budget.copy(e, self.pos)?;
+        self.stack.push(copy);
+        Ok(())
     }
 }
 
@@ -396,34 +587,66 @@ impl Machine<'_> {
             return Err(PickleError::Malformed(format!("TUPLE{n} with a short stack at byte {at}")));
         }
         let items = self.stack.split_off(self.stack.len() - n);
-        self.push(Value::Tuple(items))
+        self.push_built(items, Value::Tuple)
+    }
+    fn dict(&mut self) -> R<()> {
+        let items = self.pop_mark()?;
+        let size = Size::around(&items);
+        let d = unique_keys(pairs(values(items))?);
+        self.push_made_of(Value::Dict(d), size)
     }
     fn append(&mut self) -> R<()> {
-        let v = self.pop()?;
-        match self.top()? {
-            Value::List(l) => l.push(v),
-            _ => return Err(PickleError::Malformed("APPEND to a non-list".into())),
-        }
-        Ok(())
+        let item = self.pop()?;
+        self.extend_top(vec![item], "APPEND to a non-list")
     }
     /// APPENDS / ADDITEMS: the marked items onto the list (or set) below the mark.
     fn extend_list(&mut self, not_a_list: &str) -> R<()> {
         let items = self.pop_mark()?;
-        match self.top()? {
-            Value::List(l) => l.extend(items),
-            _ => return Err(PickleError::Malformed(not_a_list.into())),
-        }
+        self.extend_top(items, not_a_list)
+    }
+    /// Appends `items` to the list on top of the stack, keeping its size up to date.
+    fn extend_top(&mut self, items: Vec<Entry>, not_a_list: &str) -> R<()> {
+        let pos = self.pos;
+        let top = self.stack.last_mut().ok_or_else(|| underflow(pos))?;
+        let Value::List(list) = &mut top.value else {
+            return Err(PickleError::Malformed(not_a_list.into()));
+        };
+        let mut size = top.size;
+        items.iter().for_each(|item| size.add(item.size));
+        check_depth(size, pos)?;
+        list.extend(values(items));
+        top.size = size;
         Ok(())
     }
     fn set_item(&mut self) -> R<()> {
         let v = self.pop()?;
         let k = self.pop()?;
-        dict_insert(self.top()?, vec![(k, v)])
+        self.set_on_top(vec![(k, v)])
     }
     fn set_items(&mut self) -> R<()> {
         let items = self.pop_mark()?;
-        let d = pairs(items)?;
-        dict_insert(self.top()?, d)
+        self.set_on_top(pairs(items)?)
+    }
+    /// Sets `items` into the dict on top of the stack: a key already there has its value
+    /// replaced, as in Python. The dict's key index is built on first use, so each set is O(1).
+    fn set_on_top(&mut self, items: Vec<(Entry, Entry)>) -> R<()> {
+        let pos = self.pos;
+        let top = self.stack.last_mut().ok_or_else(|| underflow(pos))?;
+        let Value::Dict(d) = &mut top.value else {
+            return Err(PickleError::Malformed("SETITEM on a non-dict".into()));
+        };
+        let mut size = top.size;
+        for (k, v) in &items {
+            size.add(k.size);
+            size.add(v.size);
+        }
+        check_depth(size, pos)?;
+        let index = top.index.get_or_insert_with(|| Box::new(key_index(d)));
+        for (k, v) in items {
+            dict_set(d, index, k.value, v.value);
+        }
+        top.size = size;
+        Ok(())
     }
 }
 
@@ -447,18 +670,23 @@ impl Machine<'_> {
     fn stack_global(&mut self) -> R<()> {
         let name = self.pop()?;
         let module = self.pop()?;
-        match (module, name) {
+        match (module.value, name.value) {
             (Value::Str(m), Value::Str(n)) => self.global(&m, &n),
             _ => Err(PickleError::Malformed("STACK_GLOBAL without strings".into())),
         }
+    }
+    /// Pushes what `callable` makes of `args`, sized as if it held them.
+    fn push_call(&mut self, callable: Value, args: Vec<Entry>) -> R<()> {
+        let size = Size::around(&args);
+        let v = call(callable, values(args))?;
+        self.push_made_of(v, size)
     }
     /// INST: a global given inline, called with the marked items.
     fn inst(&mut self) -> R<()> {
         self.text_global()?;
         let callable = self.pop()?;
         let args = self.pop_mark()?;
-        let v = call(callable, args)?;
-        self.push(v)
+        self.push_call(callable.value, args)
     }
     /// OBJ: the first marked item called with the others.
     fn obj(&mut self) -> R<()> {
@@ -467,19 +695,19 @@ impl Machine<'_> {
             return Err(PickleError::Malformed("OBJ without a class".into()));
         }
         let callable = items.remove(0);
-        let v = call(callable, items)?;
-        self.push(v)
+        self.push_call(callable.value, items)
     }
     /// REDUCE / NEWOBJ (and NEWOBJ_EX once its kwargs are popped): a callable and its argument tuple.
     fn reduce(&mut self, what: &str) -> R<()> {
         let args = self.pop()?;
         let callable = self.pop()?;
-        let args = match args {
+        let size = Size::around([&args]);
+        let args = match args.value {
             Value::Tuple(a) => a,
             _ => return Err(PickleError::Malformed(format!("{what} arguments are not a tuple"))),
         };
-        let v = call(callable, args)?;
-        self.push(v)
+        let v = call(callable.value, args)?;
+        self.push_made_of(v, size)
     }
     /// BUILD: object state (e.g. an OrderedDict's `_metadata`) is not needed and is dropped.
     fn build(&mut self) -> R<()> {
@@ -487,9 +715,28 @@ impl Machine<'_> {
         self.top()?;
         Ok(())
     }
+    /// BINPERSID: a storage reference.
+    fn persistent_id(&mut self) -> R<()> {
+        let pid = self.pop()?;
+        let size = Size::around([&pid]);
+        let v = persistent_load(pid.value)?;
+        self.push_made_of(v, size)
+    }
 }
 
-fn pairs(items: Vec<Value>) -> R<Vec<(Value, Value)>> {
+/// Refuses a value nested deeper than [`MAX_DEPTH`] (found at byte `pos`).
+fn check_depth(size: Size, pos: usize) -> R<()> {
+    if size.depth > MAX_DEPTH {
+        return Err(PickleError::Limit(format!("containers nested more than {MAX_DEPTH} deep at byte {pos}")));
+    }
+    Ok(())
+}
+
+fn values(items: Vec<Entry>) -> Vec<Value> {
+    items.into_iter().map(|e| e.value).collect()
+}
+
+fn pairs<T>(items: Vec<T>) -> R<Vec<(T, T)>> {
     if !items.len().is_multiple_of(2) {
         return Err(PickleError::Malformed("odd number of dict items".into()));
     }
@@ -501,20 +748,33 @@ fn pairs(items: Vec<Value>) -> R<Vec<(Value, Value)>> {
     Ok(out)
 }
 
-fn dict_insert(target: &mut Value, items: Vec<(Value, Value)>) -> R<()> {
-    match target {
-        Value::Dict(d) => {
-            for (k, v) in items {
-                if let Some(slot) = d.iter_mut().find(|(ek, _)| *ek == k) {
-                    slot.1 = v;
-                } else {
-                    d.push((k, v));
-                }
+/// Where each (hashable) key of `d` is.
+fn key_index(d: &[(Value, Value)]) -> KeyIndex {
+    d.iter().enumerate().filter_map(|(i, (k, _))| Key::of(k).map(|key| (key, i))).collect()
+}
+
+/// Sets `k` to `v` in `d`: a key already there keeps its place and takes the new value.
+fn dict_set(d: &mut Vec<(Value, Value)>, index: &mut KeyIndex, k: Value, v: Value) {
+    match Key::of(&k) {
+        Some(key) => match index.get(&key) {
+            Some(&i) => d[i].1 = v,
+            None => {
+                index.insert(key, d.len());
+                d.push((k, v));
             }
-            Ok(())
-        }
-        _ => Err(PickleError::Malformed("SETITEM on a non-dict".into())),
+        },
+        None => d.push((k, v)),
     }
+}
+
+/// A dict of `items` in which, as in Python, a repeated key keeps its first place and last value.
+fn unique_keys(items: Vec<(Value, Value)>) -> Vec<(Value, Value)> {
+    let mut index = KeyIndex::new();
+    let mut d = Vec::with_capacity(items.len());
+    for (k, v) in items {
+        dict_set(&mut d, &mut index, k, v);
+    }
+    d
 }
 
 fn storage_dtype(class: &str) -> Option<DType> {
@@ -571,7 +831,7 @@ fn usize_tuple(v: &Value, what: &str) -> R<Vec<usize>> {
 fn call(callable: Value, args: Vec<Value>) -> R<Value> {
     let name = match callable {
         Value::Global(name) => name,
-        other => return Err(PickleError::Malformed(format!("call of a non-callable {other:?}"))),
+        other => return Err(PickleError::Malformed(format!("call of a non-callable {}", other.kind()))),
     };
     match name.as_str() {
         "collections.OrderedDict" => match args.into_iter().next() {
@@ -588,7 +848,7 @@ fn call(callable: Value, args: Vec<Value>) -> R<Value> {
                         _ => return Err(PickleError::Malformed("OrderedDict item is not a pair".into())),
                     }
                 }
-                Ok(Value::Dict(d))
+                Ok(Value::Dict(unique_keys(d)))
             }
             Some(_) => Err(PickleError::Malformed("OrderedDict argument".into())),
         },
@@ -656,6 +916,111 @@ mod tests {
         assert_eq!(Opcode::try_from(b'S'), Err(UnknownOpcode(b'S')));
         assert_eq!(UnknownOpcode(0xfe).to_string(), "unknown pickle opcode 0xfe");
         assert_eq!(load(b"\x80\x02\xfe"), Err(PickleError::UnknownOpcode(0xfe, 2)));
+    }
+
+    fn is_limit(r: R<Value>) -> bool {
+        matches!(r, Err(PickleError::Limit(_)))
+    }
+
+    #[test]
+    fn dup_bomb_is_refused() {
+        // `]` then DUP + APPEND 40 times: each step doubles the list, 2^40 values in 83 bytes.
+        let mut p = b"\x80\x02]".to_vec();
+        p.extend(b"2a".repeat(40));
+        p.push(b'.');
+        assert!(is_limit(load(&p)));
+    }
+
+    #[test]
+    fn memo_bomb_is_refused() {
+        // Each level is a list of two memo GETs of the level before, stored back in the memo.
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for i in 0..47u8 {
+            p.extend([b'(', b'h', i, b'h', i, b'l', b'q', i + 1]);
+        }
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.to_string().contains("more than 2000000 values"), "{e}");
+    }
+
+    #[test]
+    fn many_pushes_are_refused() {
+        let mut p = vec![b'N'; MAX_NODES as usize + 10];
+        p.push(b'.');
+        assert!(is_limit(load(&p)));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let n = 2_000_000;
+        // Lists appended into each other, one level each.
+        let mut p = b"]".repeat(n);
+        p.extend(b"a".repeat(n - 1));
+        p.push(b'.');
+        assert!(is_limit(load(&p)));
+        // Dicts set into each other, with nodes to spare (no budget refusal first).
+        let n = 1000;
+        let mut p = b"}K\x01".repeat(n);
+        p.push(b'}');
+        p.extend(b"s".repeat(n));
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.to_string().contains("nested more than 256 deep"), "{e}");
+        // MARKs then LISTs.
+        let mut p = b"(".repeat(n);
+        p.extend(b"l".repeat(n));
+        p.push(b'.');
+        assert!(is_limit(load(&p)));
+        let mut p = b"(".repeat(2_000_000);
+        p.extend(b"l".repeat(2_000_000));
+        p.push(b'.');
+        assert!(is_limit(load(&p)));
+    }
+
+    #[test]
+    fn nesting_within_the_limit_loads() {
+        let n = MAX_DEPTH as usize;
+        let mut p = b"(".repeat(n);
+        p.extend(b"l".repeat(n));
+        p.push(b'.');
+        let mut v = load(&p).unwrap();
+        for _ in 1..n {
+            v = match v {
+                Value::List(mut items) => items.pop().unwrap(),
+                other => panic!("{}", other.kind()),
+            };
+        }
+        assert_eq!(v, Value::List(Vec::new()));
+    }
+
+    #[test]
+    fn copies_of_long_strings_are_charged() {
+        // A 1 MiB string DUPed 300 times is 300 MiB of copies.
+        let mut p = b"B\x00\x00\x10\x00".to_vec();
+        p.extend(vec![b'x'; 1 << 20]);
+        p.extend(b"2".repeat(300));
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.to_string().contains("bytes of strings"), "{e}");
+    }
+
+    #[test]
+    fn repeated_dict_keys_keep_the_last_value() {
+        // SETITEMS, DICT and OrderedDict all keep a repeated key's first place and last value.
+        let want = Value::Dict(vec![(Value::Int(1), Value::Int(3)), (Value::Int(2), Value::Int(4))]);
+        assert_eq!(load(b"}(K\x01K\x02K\x02K\x04K\x01K\x03u.").unwrap(), want);
+        assert_eq!(load(b"(K\x01K\x02K\x02K\x04K\x01K\x03d.").unwrap(), want);
+        let od = b"ccollections\nOrderedDict\n](K\x01K\x02\x86K\x02K\x04\x86K\x01K\x03\x86e\x85R.";
+        assert_eq!(load(od).unwrap(), want);
+    }
+
+    #[test]
+    fn messages_name_the_kind_not_the_value() {
+        let mut p = b"]".to_vec();
+        p.extend(b"K\x07a".repeat(1000));
+        p.extend(b")R.");
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("call of a non-callable list") && e.len() < 200, "{e}");
     }
 
     #[test]

@@ -14,6 +14,20 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle;
 
+/// The largest `data.pkl` read. A real checkpoint's pickle is a few hundred KB (it holds names
+/// and shapes; the weights are separate entries), so this is generous, while keeping a
+/// decompression bomb posing as a pickle from taking more than this much memory.
+pub const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// The largest compressed storage entry inflated into memory. `torch.save` stores storages
+/// uncompressed (they are read in place from the mapped file); only a re-zipped checkpoint has
+/// compressed ones, and no single SD1.5 weight comes near this.
+pub const MAX_INFLATED_STORAGE_BYTES: u64 = 4 << 30;
+
+/// The most elements a view may address beyond those its storage holds (a stride-0 view, as
+/// `expand()` makes, repeats elements). Reading one allocates its full size.
+pub const MAX_REPEATED_VIEW_ELEMENTS: usize = 1 << 28;
+
 /// Which container a [`TensorFile`] was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Container {
@@ -29,9 +43,16 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The element count. Every tensor of a [`TensorFile`] has been checked at open time for
+    /// it not to overflow; for any other, an overflowing product saturates at `usize::MAX`.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
     }
+}
+
+/// The product of `shape`, or `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// Where a tensor's elements live: a byte range of the mapped file or of a decompressed buffer,
@@ -84,6 +105,11 @@ impl TensorFile {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         if mmap.len() >= 4 && &mmap[..4] == b"PK\x03\x04" {
             Self::open_torch_zip(path, file, mmap)
+        } else if mmap.len() >= 4 && &mmap[..4] == b"PK\x05\x06" {
+            Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "empty zip archive (no entries): not a PyTorch checkpoint".into(),
+            })
         } else if mmap.len() >= 2 && mmap[0] == 0x80 && (2..=5).contains(&mmap[1]) {
             Err(Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -99,21 +125,22 @@ impl TensorFile {
     fn open_safetensors(path: &Path, mmap: Mmap) -> Result<Self> {
         let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
         let (header_len, metadata) =
-            safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+            safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(safetensors_reason(e, &mmap)))?;
         let data_start = 8 + header_len;
         let mut tensors = BTreeMap::new();
         for (name, info) in metadata.tensors() {
             let dtype = convert_st_dtype(info.dtype);
             let (begin, end) = info.data_offsets;
-            let numel: usize = info.shape.iter().product();
-            if dtype.size() > 0 && end - begin != numel * dtype.size() {
+            let stored = end.checked_sub(begin);
+            let size = checked_numel(&info.shape).and_then(|n| n.checked_mul(dtype.size()));
+            if dtype.size() > 0 && (stored.is_none() || stored != size) {
                 return Err(bad(format!(
-                    "tensor `{name}`: {} bytes stored for shape {:?} of {dtype}",
-                    end - begin,
+                    "tensor `{name}`: {} bytes stored (offsets {begin}..{end}) for shape {:?} of {dtype}",
+                    stored.map_or("a negative number of".into(), |n| n.to_string()),
                     info.shape
                 )));
             }
-            if data_start + end > mmap.len() {
+            if data_start.checked_add(end).is_none_or(|e| e > mmap.len()) {
                 return Err(bad(format!("tensor `{name}` runs past the end of the file (truncated?)")));
             }
             tensors.insert(
@@ -142,7 +169,7 @@ impl TensorFile {
         let (pkl_name, root) = find_pickle(&archive).map_err(bad)?;
         check_byte_order(&mut archive, &root).map_err(bad)?;
 
-        let pickle_bytes = read_entry(&mut archive, &pkl_name).map_err(bad)?;
+        let pickle_bytes = read_entry(&mut archive, &pkl_name, MAX_PICKLE_BYTES).map_err(bad)?;
         let value = pickle::load(&pickle_bytes).map_err(|e| match e {
             pickle::PickleError::DisallowedGlobal(global) => {
                 Error::DisallowedGlobal { path: path.to_path_buf(), global }
@@ -156,7 +183,8 @@ impl TensorFile {
         let mut storages = Storages { archive, root, located: BTreeMap::new(), owned: Vec::new() };
         let mut tensors = BTreeMap::new();
         for (name, t) in leaves {
-            let bytes = storages.locate(&name, &t.storage.key, &mmap).map_err(bad)?;
+            let needed = storage_bytes(&name, &t.storage).map_err(bad)?;
+            let bytes = storages.locate(&name, &t.storage.key, needed, &mmap).map_err(bad)?;
             let stored = tensor_view(&name, t, bytes).map_err(bad)?;
             tensors.insert(name, stored);
         }
@@ -211,8 +239,8 @@ impl TensorFile {
         if s.strides.is_some() {
             return None;
         }
-        let len = s.info.numel() * s.info.dtype.size();
-        Some(&self.buffer(s.buffer)[s.start..s.start + len])
+        let len = s.info.numel().checked_mul(s.info.dtype.size())?;
+        self.buffer(s.buffer).get(s.start..s.start.checked_add(len)?)
     }
 
     /// Reads a floating-point tensor as f32 (f16/bf16 are widened exactly, f64 rounded).
@@ -231,10 +259,18 @@ impl TensorFile {
         let elem = dtype.size();
         let numel = s.info.numel();
         let buf = self.buffer(s.buffer);
+        // Views were checked to lie inside their storage when the file was opened; a range that
+        // does not is still an error here, never a panic.
+        let outside = || Error::Layout {
+            path: self.path.clone(),
+            reason: format!("tensor `{key}` reaches past the end of its data"),
+        };
+        let range = |at: usize, len: usize| at.checked_add(len).and_then(|end| buf.get(at..end)).ok_or_else(outside);
         let mut out = Vec::with_capacity(numel);
         match &s.strides {
             None => {
-                dtype.decode_f32(&buf[s.start..s.start + numel * elem], &mut out).ok_or_else(unsupported)?;
+                let len = numel.checked_mul(elem).ok_or_else(outside)?;
+                dtype.decode_f32(range(s.start, len)?, &mut out).ok_or_else(unsupported)?;
             }
             Some(strides) => {
                 // Walk the view in C order.
@@ -242,8 +278,7 @@ impl TensorFile {
                 let mut index = vec![0usize; shape.len()];
                 for _ in 0..numel {
                     let off: usize = index.iter().zip(strides).map(|(i, st)| i * st).sum();
-                    let at = s.start + off * elem;
-                    dtype.decode_f32(&buf[at..at + elem], &mut out).ok_or_else(unsupported)?;
+                    dtype.decode_f32(range(s.start + off * elem, elem)?, &mut out).ok_or_else(unsupported)?;
                     for d in (0..shape.len()).rev() {
                         index[d] += 1;
                         if index[d] < shape[d] {
@@ -255,7 +290,8 @@ impl TensorFile {
             }
         }
         if let Buffer::Mapped = s.buffer {
-            self.release(s.start, s.start + s.info.numel() * elem);
+            // A strided view may span less than `numel * elem`: never advise past the mapping.
+            self.release(s.start, s.start.saturating_add(numel * elem).min(self.mmap.len()));
         }
         Ok(out)
     }
@@ -339,8 +375,9 @@ struct Storages {
 }
 
 impl Storages {
-    /// The bytes of storage `key`, which tensor `name` is a view of.
-    fn locate(&mut self, name: &str, key: &str, mmap: &Mmap) -> std::result::Result<StorageBytes, String> {
+    /// The bytes of storage `key`, which tensor `name` is a view of and which its pickle says
+    /// holds `needed` bytes. A compressed entry is inflated up to `needed` bytes, never more.
+    fn locate(&mut self, name: &str, key: &str, needed: u64, mmap: &Mmap) -> std::result::Result<StorageBytes, String> {
         if let Some(&bytes) = self.located.get(key) {
             return Ok(bytes);
         }
@@ -353,7 +390,7 @@ impl Storages {
             if entry.compression() == zip::CompressionMethod::Stored {
                 let start = entry.data_start().ok_or_else(|| format!("{entry_name}: no data offset"))? as usize;
                 let len = entry.size() as usize;
-                if start + len > mmap.len() {
+                if start.checked_add(len).is_none_or(|end| end > mmap.len()) {
                     return Err(format!("storage {entry_name} runs past the end of the file (truncated?)"));
                 }
                 Some(StorageBytes { buffer: Buffer::Mapped, start, len })
@@ -364,7 +401,13 @@ impl Storages {
         let bytes = match mapped {
             Some(bytes) => bytes,
             None => {
-                let owned = read_entry(&mut self.archive, &entry_name)?;
+                if needed > MAX_INFLATED_STORAGE_BYTES {
+                    return Err(format!(
+                        "tensor `{name}`: compressed storage {entry_name} would inflate to {needed} bytes, more than \
+                         the {MAX_INFLATED_STORAGE_BYTES} accepted; re-save the checkpoint uncompressed (torch.save does)"
+                    ));
+                }
+                let owned = read_entry(&mut self.archive, &entry_name, needed)?;
                 let len = owned.len();
                 self.owned.push(owned);
                 StorageBytes { buffer: Buffer::Owned(self.owned.len() - 1), start: 0, len }
@@ -375,30 +418,27 @@ impl Storages {
     }
 }
 
+/// The bytes storage `s` holds by its persistent id (`numel` x its element size), for tensor
+/// `name`; an overflow is an error.
+fn storage_bytes(name: &str, s: &pickle::StorageRef) -> std::result::Result<u64, String> {
+    s.numel
+        .checked_mul(s.dtype.size())
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| format!("tensor `{name}`: storage {} claims {} elements of {}, which overflows", s.key, s.numel, s.dtype))
+}
+
 /// Tensor `name` as a view of its storage's bytes, checked to lie inside them.
 fn tensor_view(name: &str, t: pickle::TensorRef, storage: StorageBytes) -> std::result::Result<Stored, String> {
     let dtype = t.storage.dtype;
     let elem = dtype.size();
-    if storage.len < t.storage.numel * elem {
+    let needed = storage_bytes(name, &t.storage)?;
+    if (storage.len as u64) < needed {
         return Err(format!(
-            "tensor `{name}`: storage {} holds {} bytes, expected {} ({} x {dtype})",
-            t.storage.key,
-            storage.len,
-            t.storage.numel * elem,
-            t.storage.numel
+            "tensor `{name}`: storage {} holds {} bytes, expected {needed} ({} x {dtype})",
+            t.storage.key, storage.len, t.storage.numel
         ));
     }
-    // Extent of the view inside its storage.
-    let numel: usize = t.shape.iter().product();
-    if numel > 0 {
-        let last = t.offset + t.shape.iter().zip(&t.stride).map(|(&s, &st)| (s - 1) * st).sum::<usize>();
-        if last >= t.storage.numel {
-            return Err(format!(
-                "tensor `{name}`: shape {:?} stride {:?} offset {} reaches past its storage of {} elements",
-                t.shape, t.stride, t.offset, t.storage.numel
-            ));
-        }
-    }
+    check_view_extent(name, &t)?;
     let strides = if is_contiguous(&t.shape, &t.stride) { None } else { Some(t.stride) };
     Ok(Stored {
         info: TensorInfo { dtype, shape: t.shape },
@@ -408,10 +448,51 @@ fn tensor_view(name: &str, t: pickle::TensorRef, storage: StorageBytes) -> std::
     })
 }
 
-fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str) -> std::result::Result<Vec<u8>, String> {
-    let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
-    let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
-    std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| format!("{name}: {e}"))?;
+/// Checks that view `t` (tensor `name`) lies inside its storage, with no overflow on the way,
+/// and that it does not repeat its storage's elements into more than
+/// [`MAX_REPEATED_VIEW_ELEMENTS`].
+fn check_view_extent(name: &str, t: &pickle::TensorRef) -> std::result::Result<(), String> {
+    let past = || {
+        format!(
+            "tensor `{name}`: shape {:?} stride {:?} offset {} reaches past its storage of {} elements",
+            t.shape, t.stride, t.offset, t.storage.numel
+        )
+    };
+    let numel = checked_numel(&t.shape).ok_or_else(|| format!("tensor `{name}`: shape {:?} overflows", t.shape))?;
+    if numel == 0 {
+        return Ok(());
+    }
+    // The last element's index in the storage: offset + sum((size - 1) * stride).
+    let last = t.shape.iter().zip(&t.stride).try_fold(t.offset, |acc, (&s, &st)| acc.checked_add((s - 1).checked_mul(st)?));
+    if last.is_none_or(|last| last >= t.storage.numel) {
+        return Err(past());
+    }
+    if numel > t.storage.numel && numel > MAX_REPEATED_VIEW_ELEMENTS {
+        return Err(format!(
+            "tensor `{name}`: shape {:?} has {numel} elements, more than its storage's {} repeated past the \
+             {MAX_REPEATED_VIEW_ELEMENTS} accepted",
+            t.shape, t.storage.numel
+        ));
+    }
+    Ok(())
+}
+
+/// Reads entry `name` in full, refusing one that declares more than `limit` bytes or inflates to
+/// more than it declares (a zip bomb): at most `min(declared, limit) + 1` bytes are ever inflated.
+fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str, limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    let declared = entry.size();
+    if declared > limit {
+        return Err(format!("{name}: the archive says it inflates to {declared} bytes, more than the {limit} accepted"));
+    }
+    let mut bytes = Vec::with_capacity(declared.min(16 << 20) as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(entry, declared + 1), &mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > declared {
+        return Err(format!(
+            "{name}: inflates to more than the {declared} bytes the archive declares (a zip bomb or a corrupt archive)"
+        ));
+    }
     Ok(bytes)
 }
 
@@ -426,18 +507,18 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     true
 }
 
-/// `{"state_dict": {...}}` wrappers (possibly nested) are unwrapped, as every loader does.
+/// `{"state_dict": {...}}` wrappers (possibly nested) are unwrapped, as every loader does. Each
+/// wrapper is taken apart rather than copied, so nesting costs nothing per level.
 fn unwrap_state_dict(mut value: pickle::Value) -> pickle::Value {
     loop {
-        let inner = match &value {
-            pickle::Value::Dict(items) => items.iter().find_map(|(k, v)| match (k, v) {
-                (pickle::Value::Str(s), pickle::Value::Dict(_)) if s == "state_dict" => Some(v.clone()),
-                _ => None,
-            }),
-            _ => None,
+        let pickle::Value::Dict(items) = &mut value else { return value };
+        // The last `state_dict`, as in Python where a repeated key keeps its last value (the
+        // unpickler already keeps dict keys unique).
+        let is_wrapper = |(k, v): &(pickle::Value, pickle::Value)| {
+            matches!((k, v), (pickle::Value::Str(s), pickle::Value::Dict(_)) if s == "state_dict")
         };
-        match inner {
-            Some(v) => value = v,
+        match items.iter().rposition(is_wrapper) {
+            Some(at) => value = items.swap_remove(at).1,
             None => return value,
         }
     }
@@ -452,7 +533,7 @@ fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::
                 let key = match k {
                     pickle::Value::Str(s) => s,
                     pickle::Value::Int(i) => i.to_string(),
-                    other => format!("{other:?}"),
+                    other => format!("<{} key>", other.kind()),
                 };
                 let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
                 flatten(v, name, out, skipped);
@@ -460,6 +541,39 @@ fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::
         }
         _ => skipped.push(prefix),
     }
+}
+
+/// What is wrong with a safetensors file the `safetensors` crate refused, in plain words for the
+/// two refusals whose own messages ("incomplete metadata", "invalid header length") do not say.
+fn safetensors_reason(e: safetensors::SafeTensorError, file: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let header_len = file.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    match (e, header_len) {
+        (E::HeaderTooSmall, _) => {
+            format!("file is {} bytes long, too short for the 8-byte header length of a safetensors file", file.len())
+        }
+        (E::InvalidHeaderLength, Some(n)) => format!(
+            "file is truncated: its header claims {n} bytes, the file has {} after the 8-byte header length",
+            file.len() - 8
+        ),
+        (E::MetadataIncompleteBuffer, Some(n)) => {
+            let data = file.len() as u64 - 8 - n;
+            match data_end(&file[8..8 + n as usize]) {
+                Some(end) if end > data => format!(
+                    "file is truncated: its header places tensor data up to {end} bytes after the header, the file has {data}"
+                ),
+                Some(end) => format!("file has {} bytes after the last tensor's data (the header places data up to {end})", data - end),
+                None => E::MetadataIncompleteBuffer.to_string(),
+            }
+        }
+        (e, _) => e.to_string(),
+    }
+}
+
+/// The end of the data region a safetensors header describes: its largest `data_offsets` end.
+fn data_end(header: &[u8]) -> Option<u64> {
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    json.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max().or(Some(0))
 }
 
 fn convert_st_dtype(d: safetensors::Dtype) -> DType {

@@ -18,6 +18,10 @@ struct Args {
     /// such keys are an error.
     #[arg(long)]
     lora_ignore_unmatched: bool,
+    /// Build even when a weight (of a checkpoint, the motion module or a LoRA, or merged with a
+    /// LoRA) holds NaN or infinite values; by default that is an error naming the file and tensor.
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: PathBuf,
@@ -115,6 +119,7 @@ fn options(a: Args) -> BuildOptions {
         loras: a.model.loras,
         lora_scaling: a.model.lora_scaling,
         lora_ignore_unmatched: a.lora_ignore_unmatched,
+        allow_nonfinite: a.allow_nonfinite,
         motion_module: a.motion_module,
         motion_version: a.model.motion_version,
         arch: a.model.arch,

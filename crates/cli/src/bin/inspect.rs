@@ -104,15 +104,22 @@ fn run(args: &Args) -> Result<serde_json::Value, animatediff_build::Error> {
         }
     }
     let model = checkpoints.merged();
+    let mut arch = None;
     if let Some(model) = &model {
         let (a, _) = model::architecture(model, args.model.arch.as_deref())?;
         let from: BTreeMap<String, Vec<PathBuf>> =
             model::COMPONENTS.into_iter().map(|k| (k.to_string(), model.component(k).map(|c| c.files()).unwrap_or_default())).collect();
         report.insert("components_from".into(), json!(from));
         report.insert("architecture".into(), serde_json::to_value(&a).unwrap());
+        arch = Some(a);
     }
     let motion = args.motion_module.as_ref().map(|p| MotionModule::open(p, args.model.motion_version)).transpose()?;
     if let Some(mm) = &motion {
+        // What a build would refuse: a site lacking a weight, or sites that do not fit the UNet.
+        match &arch {
+            Some(a) => model::check_motion_module(mm, a, None)?,
+            None => model::check_motion_weights(mm)?,
+        }
         files.push(json!({ "role": "motion module", "file": file_summary(&mm.source)? }));
         report.insert("motion_module".into(), motion_summary(mm));
     }
