@@ -31,7 +31,7 @@ pub const MAX_OPSET: i64 = 99;
 
 /// An image side: a multiple of 8 (the VAE's factor) from 8 to [`MAX_SIDE`].
 pub fn side(px: usize) -> Result<usize, String> {
-    if px == 0 || px % 8 != 0 || px > MAX_SIDE {
+    if px == 0 || !px.is_multiple_of(8) || px > MAX_SIDE {
         return Err(format!("{px} is not a multiple of 8 from 8 to {MAX_SIDE} pixels (the VAE's factor; larger sizes exceed what the runtimes can allocate)"));
     }
     Ok(px)
