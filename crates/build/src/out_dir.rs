@@ -66,6 +66,9 @@ pub enum Error {
     /// A file where a directory is wanted.
     #[error("{}: exists and is not a directory; choose another path or move the file away", path.display())]
     NotADirectory { path: PathBuf },
+    /// A file where one of the path's parent directories should be (`--out FILE/sub`).
+    #[error("{}: {} is a file, not a directory, so nothing can be created inside it; choose a path whose parent is a directory", path.display(), parent.display())]
+    ParentNotADirectory { path: PathBuf, parent: PathBuf },
     /// A directory that is not provably ours.
     #[error("{}: not {} of ours to replace ({why}); {hint}", path.display(), kind_noun(*kind))]
     NotOurs { path: PathBuf, kind: Kind, why: String, hint: String },
@@ -270,9 +273,23 @@ fn plain_name(name: &str) -> bool {
     matches!((c.next(), c.next()), (Some(Component::Normal(_)), None)) && !name.contains('/') && !name.contains('\\')
 }
 
-/// `out` must be absent or a real directory (not a file, not a symbolic link).
+/// Refuses a path below a file (`FILE/sub`): the nearest of `out`'s parents that exists must be
+/// a directory (or a link to one). Missing parents are fine: they are created.
+pub fn check_parents(out: &Path) -> Result<(), Error> {
+    for parent in out.ancestors().skip(1).take_while(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(parent) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => return Err(Error::ParentNotADirectory { path: out.to_path_buf(), parent: parent.to_path_buf() }),
+            Err(_) => {} // missing (or below a file): look further up
+        }
+    }
+    Ok(())
+}
+
+/// `out` must be absent or a real directory (not a file, not a symbolic link), below a directory.
 fn check_path(out: &Path) -> Result<(), Error> {
     split(out)?;
+    check_parents(out)?;
     match std::fs::symlink_metadata(out) {
         Ok(m) if m.file_type().is_symlink() => Err(Error::Symlink { path: out.to_path_buf() }),
         Ok(m) if !m.is_dir() => Err(Error::NotADirectory { path: out.to_path_buf() }),
@@ -760,6 +777,21 @@ mod tests {
         for other in [".art.partial-", ".art.partial-12x", ".artx.partial-1", "art.partial-1", ".art.lock", ".art.old-1/"] {
             assert_eq!(temporary_pid(OsStr::new(other), n), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_path_below_a_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        for out in [file.join("sub"), file.join("a").join("b")] {
+            let e = Claim::artifact(&out, &[], false, &|_| {}).unwrap_err().to_string();
+            assert!(e.contains("model.safetensors is a file, not a directory") && !e.contains("File exists"), "{e}");
+            let e = Claim::frames(&out, &|_| {}).unwrap_err().to_string();
+            assert!(e.contains("model.safetensors is a file, not a directory"), "{e}");
+        }
+        assert!(check_parents(&dir.path().join("new").join("deeper")).is_ok());
+        assert!(check_parents(Path::new("bare-name")).is_ok());
     }
 
     #[test]

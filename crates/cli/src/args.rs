@@ -13,8 +13,9 @@ pub struct ModelArgs {
     /// Personalised (DreamBooth/CivitAI) checkpoint; replaces every component it contains.
     #[arg(long)]
     pub personalized: Option<PathBuf>,
-    /// LoRA with an optional multiplier (default 1), e.g. `style.safetensors:0.8`. Repeatable.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    /// LoRA with an optional multiplier (default 1, a finite number from -100 to 100), e.g.
+    /// `style.safetensors:0.8`. Repeatable.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = crate::limits::parse::lora)]
     pub loras: Vec<LoraSpec>,
     /// How kohya `alpha` is applied: `official` (AnimateDiff, alpha ignored) or `kohya` (alpha/rank,
     /// as A1111/ComfyUI).

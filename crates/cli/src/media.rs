@@ -62,6 +62,7 @@ pub fn check(path: &Path, format: Format, notify: &dyn Fn(&Notice)) -> Result<()
             if path.file_name().is_none() || ends_in_separator(path) {
                 return Err(err(path, "names no file; give a file name such as out.gif"));
             }
+            out_dir::check_parents(path).map_err(|e| e.to_string())?;
             if path.is_dir() {
                 return Err(err(
                     path,

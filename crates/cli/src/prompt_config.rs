@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::limits;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -84,12 +86,53 @@ pub struct Job {
     pub frames: Option<usize>,
 }
 
-/// Parses a prompt config into jobs, plus notes on the fields that were ignored.
+/// Largest prompt config read (real ones are a few kilobytes; 100 000-character prompts fit).
+pub const MAX_BYTES: u64 = 4 << 20;
+
+/// Deepest nesting accepted (flow collections plus block levels); real configs nest 5 deep. The
+/// YAML parser's time grows with the square of the depth, so deeper text is refused before it
+/// parses.
+pub const MAX_DEPTH: usize = 32;
+
+/// Reads and parses the prompt config at `path` (see [`parse`]); a file over [`MAX_BYTES`] is
+/// refused before it is read.
 pub fn load(path: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file: File = serde_yaml_ng::from_str(&text).map_err(|e| {
+    use std::io::Read;
+    let e = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(e)?;
+    let len = file.metadata().map_err(e)?.len();
+    if len > MAX_BYTES {
+        return Err(too_big(path, len));
+    }
+    let mut text = String::new();
+    file.take(MAX_BYTES + 1).read_to_string(&mut text).map_err(e)?;
+    parse(&text, path)
+}
+
+fn too_big(path: &Path, bytes: u64) -> String {
+    format!("{}: {bytes} bytes; a prompt config holds at most {MAX_BYTES} bytes", path.display())
+}
+
+/// Parses the text of a prompt config into jobs, plus notes on the fields that were ignored;
+/// `origin` names the file in errors. Text over [`MAX_BYTES`] or nested deeper than
+/// [`MAX_DEPTH`] is refused before the YAML parser sees it; every number is range-checked (see
+/// [`limits`](crate::limits)).
+pub fn parse(text: &str, origin: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
+    let path = origin;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(too_big(path, text.len() as u64));
+    }
+    if let Err(at) = crate::yaml_depth::check(text, MAX_DEPTH) {
+        return Err(format!(
+            "{}: line {} column {}: nests deeper than {MAX_DEPTH} levels; a prompt config nests about 5",
+            path.display(),
+            at.line,
+            at.column
+        ));
+    }
+    let file: File = serde_yaml_ng::from_str(text).map_err(|e| {
         // untagged enums hide the inner error: parse again as a list to name the field at fault
-        let detail = serde_yaml_ng::from_str::<Vec<Entry>>(&text).err().or_else(|| serde_yaml_ng::from_str::<std::collections::BTreeMap<String, Entry>>(&text).err());
+        let detail = serde_yaml_ng::from_str::<Vec<Entry>>(text).err().or_else(|| serde_yaml_ng::from_str::<std::collections::BTreeMap<String, Entry>>(text).err());
         format!("{}: not an AnimateDiff prompt config: {}", path.display(), detail.map(|d| d.to_string()).unwrap_or_else(|| e.to_string()))
     })?;
     let entries: Vec<(String, Entry)> = match file {
@@ -99,65 +142,78 @@ pub fn load(path: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
     let mut jobs = Vec::new();
     let mut notes = Vec::new();
     for (name, e) in entries {
-        let n = e.prompt.len();
         let bad = |what: String| format!("{}: entry {name}: {what}", path.display());
-        if n == 0 {
-            return Err(bad("`prompt` is empty".into()));
-        }
-        let negatives = match e.n_prompt.len() {
-            0 => vec![String::new(); n],
-            1 => vec![e.n_prompt[0].clone(); n],
-            k if k == n => e.n_prompt.clone(),
-            k => return Err(bad(format!("{k} `n_prompt` entries for {n} prompts (give 1 or {n})"))),
-        };
-        let seeds: Vec<Option<u64>> = match &e.seed {
-            None => vec![None; n],
-            Some(serde_yaml_ng::Value::Sequence(v)) => {
-                let v: Vec<Option<u64>> = v.iter().map(seed_value).collect::<Result<_, _>>().map_err(&bad)?;
-                match v.len() {
-                    1 => vec![v[0]; n],
-                    k if k == n => v,
-                    k => return Err(bad(format!("{k} seeds for {n} prompts (give 1 or {n})"))),
-                }
-            }
-            Some(one) => vec![seed_value(one).map_err(&bad)?; n],
-        };
-        let ignored: Vec<&str> = [
-            ("dreambooth_path", e.dreambooth_path.is_some()),
-            ("motion_module", e.motion_module.is_some()),
-            ("inference_config", e.inference_config.is_some()),
-            ("lora_model_path", e.lora_model_path.is_some()),
-            ("lora_alpha", e.lora_alpha.is_some()),
-            ("base", e.base.is_some()),
-            ("path", e.path.is_some()),
-            ("motion_module_lora_configs", e.motion_module_lora_configs.is_some()),
-            ("adapter_lora_path", e.adapter_lora_path.is_some()),
-            ("adapter_lora_scale", e.adapter_lora_scale.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, present)| present.then_some(k))
-        .collect();
-        if !ignored.is_empty() {
-            notes.push(format!(
-                "entry {name}: ignoring {} (the model is the artifact given with --model; bake these with build-graph)",
-                ignored.join(", ")
-            ));
-        }
-        for i in 0..n {
-            jobs.push(Job {
-                name: format!("{name}-{i}"),
-                prompt: e.prompt[i].clone(),
-                negative: negatives[i].clone(),
-                seed: seeds[i],
-                steps: e.steps,
-                guidance: e.guidance_scale,
-                width: e.width,
-                height: e.height,
-                frames: e.frames,
-            });
-        }
+        jobs.extend(entry_jobs(&name, &e, &bad)?);
+        notes.extend(ignored_note(&name, &e));
     }
     Ok((jobs, notes))
+}
+
+/// The jobs of one entry: one per prompt, its numbers range-checked.
+fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<Vec<Job>, String> {
+    let n = e.prompt.len();
+    if n == 0 {
+        return Err(bad("`prompt` is empty".into()));
+    }
+    let negatives = match e.n_prompt.len() {
+        0 => vec![String::new(); n],
+        1 => vec![e.n_prompt[0].clone(); n],
+        k if k == n => e.n_prompt.clone(),
+        k => return Err(bad(format!("{k} `n_prompt` entries for {n} prompts (give 1 or {n})"))),
+    };
+    let seeds: Vec<Option<u64>> = match &e.seed {
+        None => vec![None; n],
+        Some(serde_yaml_ng::Value::Sequence(v)) => {
+            let v: Vec<Option<u64>> = v.iter().map(seed_value).collect::<Result<_, _>>().map_err(bad)?;
+            match v.len() {
+                1 => vec![v[0]; n],
+                k if k == n => v,
+                k => return Err(bad(format!("{k} seeds for {n} prompts (give 1 or {n})"))),
+            }
+        }
+        Some(one) => vec![seed_value(one).map_err(bad)?; n],
+    };
+    let key = |k: &'static str| move |why: String| bad(format!("`{k}` {why}"));
+    let steps = e.steps.map(limits::steps).transpose().map_err(key("steps"))?;
+    let guidance = e.guidance_scale.map(limits::guidance).transpose().map_err(key("guidance_scale"))?;
+    let width = e.width.map(limits::side).transpose().map_err(key("W"))?;
+    let height = e.height.map(limits::side).transpose().map_err(key("H"))?;
+    let frames = e.frames.map(limits::frames).transpose().map_err(key("L"))?;
+    Ok((0..n)
+        .map(|i| Job {
+            name: format!("{name}-{i}"),
+            prompt: e.prompt[i].clone(),
+            negative: negatives[i].clone(),
+            seed: seeds[i],
+            steps,
+            guidance,
+            width,
+            height,
+            frames,
+        })
+        .collect())
+}
+
+/// A note naming the model-selection fields of an entry, which `animate` ignores.
+fn ignored_note(name: &str, e: &Entry) -> Option<String> {
+    let ignored: Vec<&str> = [
+        ("dreambooth_path", e.dreambooth_path.is_some()),
+        ("motion_module", e.motion_module.is_some()),
+        ("inference_config", e.inference_config.is_some()),
+        ("lora_model_path", e.lora_model_path.is_some()),
+        ("lora_alpha", e.lora_alpha.is_some()),
+        ("base", e.base.is_some()),
+        ("path", e.path.is_some()),
+        ("motion_module_lora_configs", e.motion_module_lora_configs.is_some()),
+        ("adapter_lora_path", e.adapter_lora_path.is_some()),
+        ("adapter_lora_scale", e.adapter_lora_scale.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    (!ignored.is_empty()).then(|| {
+        format!("entry {name}: ignoring {} (the model is the artifact given with --model; bake these with build-graph)", ignored.join(", "))
+    })
 }
 
 #[cfg(test)]
@@ -169,6 +225,57 @@ mod tests {
         let p = dir.path().join("prompts.yaml");
         std::fs::write(&p, text).unwrap();
         load(&p)
+    }
+
+    #[test]
+    fn numbers_are_range_checked_naming_the_file_and_key() {
+        for (text, key, range) in [
+            ("- prompt: [a]\n  guidance_scale: .nan\n", "`guidance_scale` NaN", "from 0 to 100"),
+            ("- prompt: [a]\n  guidance_scale: .inf\n", "`guidance_scale` inf", "from 0 to 100"),
+            ("- prompt: [a]\n  guidance_scale: -3\n", "`guidance_scale` -3", "from 0 to 100"),
+            ("- prompt: [a]\n  W: 1048576\n", "`W` 1048576", "multiple of 8 from 8 to 2048"),
+            ("- prompt: [a]\n  H: 100\n", "`H` 100", "multiple of 8 from 8 to 2048"),
+            ("- prompt: [a]\n  L: 0\n", "`L` 0", "from 1 to 1024"),
+            ("- prompt: [a]\n  steps: 0\n", "`steps` 0", "from 1 to 1000"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains("prompts.yaml: entry 0: ") && e.contains(key) && e.contains(range), "{text}: {e}");
+        }
+        let e = parse("- prompt: [a]\n  seed: -2\n").unwrap_err();
+        assert!(e.contains("seed -2"), "{e}");
+    }
+
+    #[test]
+    fn deep_or_huge_text_is_refused_before_parsing() {
+        let origin = Path::new("deep.yaml");
+        let start = std::time::Instant::now();
+        for n in [20_000, 200_000] {
+            for text in ["[".repeat(n), "{a: ".repeat(n), "- ".repeat(n), format!("- prompt: {}", "[".repeat(n))] {
+                let e = super::parse(&text, origin).unwrap_err();
+                assert!(e.contains("deep.yaml: line 1") && e.contains("deeper than 32"), "{e}");
+            }
+            let block: String = (0..n.min(2_000)).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+            assert!(super::parse(&block, origin).unwrap_err().contains("deeper than 32"));
+        }
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+        let big = format!("- prompt: [\"{}\"]\n", "a".repeat(MAX_BYTES as usize));
+        assert!(super::parse(&big, origin).unwrap_err().contains("at most 4194304 bytes"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.yaml"), &big).unwrap();
+        assert!(load(&dir.path().join("big.yaml")).unwrap_err().contains(&format!("big.yaml: {} bytes; a prompt config holds at most", big.len())));
+    }
+
+    #[test]
+    fn billion_laughs_stays_refused() {
+        let mut text = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for (i, c) in "bcdefghi".chars().enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            text.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        }
+        let start = std::time::Instant::now();
+        let e = super::parse(&text, Path::new("lol.yaml")).unwrap_err();
+        assert!(e.contains("lol.yaml"), "{e}");
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
     }
 
     #[test]

@@ -161,8 +161,11 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     };
     let e = failed(&run(&["--model", s(&dir.path().join("no-such-model")), "--prompt", "x"]));
     assert!(e.contains("no-such-model") && e.contains("no such model directory"), "{e}");
-    let e = failed(&run(&["--demo", "--width", "100"]));
-    assert!(e.contains("--width 100") && e.contains("multiple of 8"), "{e}");
+    // refused as the flag is parsed (clap's usage error, exit 2), before anything loads
+    let o = run(&["--demo", "--width", "100"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("'100' for '--width") && e.contains("multiple of 8"), "{e}");
     let e = failed(&run(&["--demo", "--frames", "40"]));
     assert!(e.contains("--frames 40") && e.contains("1 to 32"), "{e}");
     // a manifest from another version

@@ -19,7 +19,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use animatediff_build::out_dir::Notice;
-use animatediff_cli::{demo, media, prompt_config};
+use animatediff_cli::{demo, latents, limits, media, prompt_config};
 use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
 #[derive(Parser)]
@@ -80,19 +80,24 @@ struct Args {
     /// Negative prompt (the unconditional half of classifier-free guidance).
     #[arg(long, default_value = "")]
     negative: String,
-    /// Seed of the initial noise (random, and printed, when absent).
-    #[arg(long)]
+    /// Seed of the initial noise, 0 to 2^64-1 (random, and printed, when absent).
+    #[arg(long, value_parser = limits::parse::seed, allow_hyphen_values = true)]
     seed: Option<u64>,
-    #[arg(long, default_value_t = 25)]
+    /// Denoising steps: 1 to 1000 (at most the model's training timesteps).
+    #[arg(long, default_value_t = 25, value_parser = limits::parse::steps)]
     steps: usize,
-    /// Classifier-free guidance scale (active when > 1); default 7.5.
-    #[arg(long)]
+    /// Classifier-free guidance scale, a finite number from 0 to 100 (active when > 1); default 7.5.
+    #[arg(long, value_parser = limits::parse::guidance, allow_hyphen_values = true)]
     guidance: Option<f32>,
-    #[arg(long)]
+    /// Frames: 1 to the motion module's maximum (24 or 32 for the official ones); default 16.
+    #[arg(long, value_parser = limits::parse::frames)]
     frames: Option<usize>,
-    #[arg(long)]
+    /// Width in pixels: a multiple of 8 from 8 to 2048 (SD1.5 works at 512; larger sizes exceed
+    /// what the runtimes can allocate); default 512.
+    #[arg(long, value_parser = limits::parse::side)]
     width: Option<usize>,
-    #[arg(long)]
+    /// Height in pixels: a multiple of 8 from 8 to 2048; default 512.
+    #[arg(long, value_parser = limits::parse::side)]
     height: Option<usize>,
     /// Where the graphs run.
     #[arg(long, default_value = "tract")]
@@ -112,8 +117,8 @@ struct Args {
     /// Write the final latents (before decoding) as f32 .npy.
     #[arg(long)]
     latents_out: Option<PathBuf>,
-    /// Frames per second of GIF/WebP output (the official code writes 8).
-    #[arg(long, default_value_t = 8)]
+    /// Frames per second of GIF/WebP output, 1 to 100 (the official code writes 8).
+    #[arg(long, default_value_t = 8, value_parser = limits::parse::fps)]
     fps: u32,
     /// AnimateDiff prompt config (YAML): one output per prompt, into --out DIR.
     #[arg(long)]
@@ -167,14 +172,6 @@ fn random_seed() -> u64 {
     (t as u64) ^ ((std::process::id() as u64) << 32)
 }
 
-fn read_latents(path: &Path, expected: &[usize]) -> Result<Vec<f32>, String> {
-    let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| format!("--latents-in {}: {e} (expected an f32 .npy)", path.display()))?;
-    if a.shape() != expected {
-        return Err(format!("--latents-in {}: shape {:?}, expected {:?} (1, channels, frames, height/8, width/8)", path.display(), a.shape(), expected));
-    }
-    Ok(a.iter().copied().collect())
-}
-
 fn write_latents(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), String> {
     let a = ndarray::ArrayD::from_shape_vec(shape.to_vec(), data.to_vec()).map_err(|e| e.to_string())?;
     let tmp = path.with_extension("npy.partial");
@@ -210,9 +207,9 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.config.is_none() {
         media::check(&out, format, &notify)?; // before any work
     }
+    let jobs = jobs(&args, &out, format)?; // a bad prompt config fails before the model is opened or built
     let model = model_dir(&args)?;
     let artifact = Artifact::open(&model).map_err(with_flags)?;
-    let jobs = jobs(&args, &out, format)?;
     if args.config.is_some() {
         for job in &jobs {
             media::check(&job.out, job.format, &notify)?;
@@ -221,6 +218,11 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.latents_in.is_some() && jobs.len() > 1 {
         return Err("--latents-in applies to a single prompt, not to a --config batch".into());
     }
+    check_steps(&artifact, &jobs)?;
+    let latents_in = match (&args.latents_in, jobs.first()) {
+        (Some(path), Some(job)) => Some(latents::read(path, &latent_shape(&artifact, job)).map_err(|e| format!("--latents-in {e}"))?),
+        _ => None,
+    };
     let runtime = Runtime::new(RuntimeOptions {
         ep: args.ep,
         fallback: args.ep_fallback,
@@ -232,15 +234,32 @@ fn run(mut args: Args) -> Result<(), String> {
     for n in &runtime.notes {
         eprintln!("animate: {n}");
     }
-    let mut pipeline: Option<Pipeline> = None;
+    let (mut pipeline, mut latents_in): (Option<Pipeline>, _) = (None, latents_in);
     for job in jobs {
         if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
             drop(pipeline.take()); // free the previous shape's graphs before loading the next (peak memory)
             pipeline = Some(load(&artifact, &runtime, job.shape, args.quiet)?);
         }
-        render(&args, &job, pipeline.as_mut().expect("loaded above"), &runtime)?;
+        render(&args, &job, latents_in.take(), pipeline.as_mut().expect("loaded above"), &runtime)?;
     }
     Ok(())
+}
+
+/// Refuses, before any graph loads, a step count over the model's training timesteps.
+fn check_steps(artifact: &Artifact, jobs: &[Job]) -> Result<(), String> {
+    let max = artifact.scheduler().num_train_timesteps;
+    match jobs.iter().find(|j| j.steps > max) {
+        Some(j) => Err(format!(
+            "--steps {} (job {}): this model samples 1 to {max} steps (its training timesteps); lower --steps or the config's `steps`",
+            j.steps, j.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The shape of a job's latents: `(1, channels, frames, height / 8, width / 8)`.
+fn latent_shape(artifact: &Artifact, job: &Job) -> [usize; 5] {
+    [1, artifact.latent_channels(), job.shape.frames, job.shape.height / 8, job.shape.width / 8]
 }
 
 /// The artifact directory: `--model`, or the demo model (built into its cache if not there).
@@ -315,14 +334,14 @@ fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, quiet: bool) 
     Ok(p)
 }
 
-/// One job: noise (or `--latents-in`), prompts, sampling, decoding, the output file.
-fn render(args: &Args, job: &Job, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
+/// One job: noise (or the `--latents-in` latents, read and checked by `run`), prompts, sampling, decoding, the output file.
+fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
     let quiet = args.quiet;
     let start = Instant::now();
     let c = p.artifact.latent_channels();
-    let latent_shape = [1, c, job.shape.frames, job.shape.height / 8, job.shape.width / 8];
-    let (latents, seed) = match &args.latents_in {
-        Some(path) => (read_latents(path, &latent_shape)?, None),
+    let latent_shape = latent_shape(&p.artifact, job);
+    let (latents, seed) = match latents_in {
+        Some(a) => (a.iter().copied().collect(), None),
         None => {
             let seed = job.seed.unwrap_or_else(random_seed);
             (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))

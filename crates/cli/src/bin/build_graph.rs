@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use animatediff_build::{build, BuildOptions, Error, Precision};
+use animatediff_cli::limits;
 
 #[derive(Parser)]
 #[command(version, about = "Bake SD1.5 + personalised checkpoint + LoRAs + AnimateDiff motion module into ONNX")]
@@ -25,14 +26,16 @@ struct Args {
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: PathBuf,
-    /// Fix the frame count (symbolic by default; TensorRT prefers fixed shapes).
-    #[arg(long)]
+    /// Fix the frame count (symbolic by default; TensorRT prefers fixed shapes): 1 to the motion
+    /// module's maximum.
+    #[arg(long, value_parser = limits::parse::frames)]
     frames: Option<usize>,
-    /// Fix the image height in pixels (a multiple of 8).
-    #[arg(long)]
+    /// Fix the image height in pixels: a multiple of 8 from 8 to 2048 (larger sizes exceed what
+    /// the runtimes can allocate).
+    #[arg(long, value_parser = limits::parse::side)]
     height: Option<usize>,
-    /// Fix the image width in pixels (a multiple of 8).
-    #[arg(long)]
+    /// Fix the image width in pixels: a multiple of 8 from 8 to 2048.
+    #[arg(long, value_parser = limits::parse::side)]
     width: Option<usize>,
     /// Weight and compute precision of the text encoder and UNet (fp16 keeps GroupNorm/LayerNorm
     /// statistics and softmax in fp32; graph inputs and outputs stay f32).
@@ -41,8 +44,8 @@ struct Args {
     /// Precision of the VAE decoder: fp32 unless asked (the SD VAE overflows in fp16).
     #[arg(long, default_value = "fp32")]
     vae_precision: Precision,
-    /// ONNX opset (`--attention sdpa` raises it to 23).
-    #[arg(long, default_value_t = onnx_writer::DEFAULT_OPSET)]
+    /// ONNX opset, 17 to 99 (`--attention sdpa` raises it to 23).
+    #[arg(long, default_value_t = onnx_writer::DEFAULT_OPSET, value_parser = limits::parse::opset, allow_hyphen_values = true)]
     opset: i64,
     /// ONNX form of the UNet's and VAE decoder's attentions: `mha` (ONNX Runtime's
     /// com.microsoft.MultiHeadAttention: tiled on ORT CPU in fp32, fused on CUDA and DirectML,

@@ -1,0 +1,160 @@
+//! The accepted range of every number `animate` and `build-graph` take from the command line or a
+//! prompt config, checked as the value is read (clap value parsers, [`prompt_config`](crate::prompt_config))
+//! so that a bad value fails before any file loads. Each check returns a message that states the
+//! accepted range; the caller prefixes the flag or the file and key.
+
+/// Largest image side in pixels. SD1.5 works at 512; at 2048 one activation of the UNet's first
+/// block over 16 frames already holds 2.7 GB, and beyond it runtimes fail to allocate (tract
+/// crashed at 8192) or the size overflows.
+pub const MAX_SIDE: usize = 2048;
+
+/// Most frames asked for: far above any motion module's own maximum (24 or 32 for the official
+/// ones), which the model then checks; it only bounds what is allocated before that check.
+pub const MAX_FRAMES: usize = 1024;
+
+/// Most denoising steps: the 1000 training timesteps of SD1.5 (a model with fewer is checked
+/// against its own count).
+pub const MAX_STEPS: usize = 1000;
+
+/// Largest classifier-free guidance scale (usual values are 1 to 20).
+pub const MAX_GUIDANCE: f32 = 100.0;
+
+/// Most frames per second: GIF frame delays are whole hundredths of a second.
+pub const MAX_FPS: u32 = 100;
+
+/// Largest LoRA multiplier in magnitude (usual values are −2 to 2).
+pub const MAX_LORA_SCALE: f32 = 100.0;
+
+/// Highest ONNX opset `--opset` takes (the lowest is `onnx_writer::DEFAULT_OPSET`, the first
+/// with every operator the graphs use); a runtime refuses an opset newer than it knows.
+pub const MAX_OPSET: i64 = 99;
+
+/// An image side: a multiple of 8 (the VAE's factor) from 8 to [`MAX_SIDE`].
+pub fn side(px: usize) -> Result<usize, String> {
+    if px == 0 || !px.is_multiple_of(8) || px > MAX_SIDE {
+        return Err(format!("{px} is not a multiple of 8 from 8 to {MAX_SIDE} pixels (the VAE's factor; larger sizes exceed what the runtimes can allocate)"));
+    }
+    Ok(px)
+}
+
+/// A frame count from 1 to [`MAX_FRAMES`].
+pub fn frames(n: usize) -> Result<usize, String> {
+    in_range(n, 1, MAX_FRAMES, "frames")
+}
+
+/// A step count from 1 to [`MAX_STEPS`].
+pub fn steps(n: usize) -> Result<usize, String> {
+    in_range(n, 1, MAX_STEPS, "steps")
+}
+
+/// Frames per second from 1 to [`MAX_FPS`].
+pub fn fps(n: u32) -> Result<u32, String> {
+    in_range(n, 1, MAX_FPS, "frames per second").map_err(|e| format!("{e} (GIF frame delays are whole hundredths of a second)"))
+}
+
+/// A guidance scale: a finite number from 0 to [`MAX_GUIDANCE`] (above 1 it guides).
+pub fn guidance(g: f32) -> Result<f32, String> {
+    if !(0.0..=MAX_GUIDANCE).contains(&g) {
+        return Err(format!("{g} is not a finite number from 0 to {MAX_GUIDANCE} (usual values are 1 to 20)"));
+    }
+    Ok(g)
+}
+
+/// A LoRA multiplier: a finite number from −[`MAX_LORA_SCALE`] to [`MAX_LORA_SCALE`].
+pub fn lora_scale(m: f32) -> Result<f32, String> {
+    if !(-MAX_LORA_SCALE..=MAX_LORA_SCALE).contains(&m) {
+        return Err(format!("LoRA scale {m} is not a finite number from -{MAX_LORA_SCALE} to {MAX_LORA_SCALE}"));
+    }
+    Ok(m)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display>(v: T, lo: T, hi: T, what: &str) -> Result<T, String> {
+    if v < lo || v > hi {
+        return Err(format!("{v} is not a whole number of {what} from {lo} to {hi}"));
+    }
+    Ok(v)
+}
+
+/// clap value parsers: the number, then its range check; clap's message names the flag.
+pub mod parse {
+    use super::*;
+
+    fn number<T: std::str::FromStr>(s: &str, kind: &str) -> Result<T, String> {
+        s.trim().parse().map_err(|_| format!("`{s}` is not {kind}"))
+    }
+
+    /// `--width`, `--height`: see [`side`].
+    pub fn side(s: &str) -> Result<usize, String> {
+        super::side(number(s, &format!("a whole number of pixels (a multiple of 8 from 8 to {MAX_SIDE})"))?)
+    }
+
+    /// `--frames`: see [`frames`](super::frames).
+    pub fn frames(s: &str) -> Result<usize, String> {
+        super::frames(number(s, &format!("a whole number of frames from 1 to {MAX_FRAMES}"))?)
+    }
+
+    /// `--steps`: see [`steps`](super::steps).
+    pub fn steps(s: &str) -> Result<usize, String> {
+        super::steps(number(s, &format!("a whole number of steps from 1 to {MAX_STEPS}"))?)
+    }
+
+    /// `--fps`: see [`fps`](super::fps).
+    pub fn fps(s: &str) -> Result<u32, String> {
+        super::fps(number(s, &format!("a whole number of frames per second from 1 to {MAX_FPS}"))?)
+    }
+
+    /// `--guidance`: see [`guidance`](super::guidance) (`nan` and `inf` are refused).
+    pub fn guidance(s: &str) -> Result<f32, String> {
+        super::guidance(number(s, &format!("a number from 0 to {MAX_GUIDANCE}"))?)
+    }
+
+    /// `--opset`: from `onnx_writer::DEFAULT_OPSET` (17, the first with LayerNormalization) to
+    /// [`MAX_OPSET`].
+    pub fn opset(s: &str) -> Result<i64, String> {
+        let lo = onnx_writer::DEFAULT_OPSET;
+        let o: i64 = number(s, &format!("a whole number from {lo} to {MAX_OPSET}"))?;
+        in_range(o, lo, MAX_OPSET, "opset").map_err(|e| format!("{e} (the graphs use operators of opset {lo})"))
+    }
+
+    /// `--seed`: a whole number from 0 to 2^64 − 1.
+    pub fn seed(s: &str) -> Result<u64, String> {
+        number(s, "a whole number from 0 to 18446744073709551615 (leave --seed out for a random seed)")
+    }
+
+    /// `--lora FILE[:SCALE]`: the file and its multiplier (see [`lora_scale`]).
+    pub fn lora(s: &str) -> Result<animatediff_formats::LoraSpec, String> {
+        let spec: animatediff_formats::LoraSpec = s.parse()?;
+        lora_scale(spec.multiplier)?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn non_finite_and_out_of_range_values_are_refused_with_the_range() {
+        for bad in ["nan", "NaN", "inf", "-inf", "-0.5", "100.5", "1e40", "x"] {
+            let e = parse::guidance(bad).unwrap_err();
+            assert!(e.contains("from 0 to 100"), "{bad}: {e}");
+        }
+        assert_eq!(parse::guidance("7.5"), Ok(7.5));
+        assert_eq!(parse::guidance("0"), Ok(0.0));
+        for bad in ["0", "100", "2056", "1048576", "-8", "99999999999999999999999"] {
+            let e = parse::side(bad).unwrap_err();
+            assert!(e.contains("multiple of 8 from 8 to 2048"), "{bad}: {e}");
+        }
+        assert_eq!(parse::side("2048"), Ok(2048));
+        assert!(parse::steps("0").unwrap_err().contains("from 1 to 1000"));
+        assert!(parse::steps("1001").is_err());
+        assert!(parse::fps("0").unwrap_err().contains("from 1 to 100"));
+        assert!(parse::frames("0").unwrap_err().contains("from 1 to 1024"));
+        assert!(parse::opset("11").unwrap_err().contains("from 17 to 99"));
+        assert_eq!(parse::opset("23"), Ok(23));
+        assert!(parse::seed("-1").unwrap_err().contains("random seed"));
+        assert!(parse::lora("a.safetensors:1e9").unwrap_err().contains("from -100 to 100"));
+        assert!(parse::lora("a.safetensors:nan").is_err());
+        assert_eq!(parse::lora("a.safetensors:-1.5").unwrap().multiplier, -1.5);
+    }
+}
