@@ -7,13 +7,10 @@
 use std::io::Read;
 use std::path::Path;
 
+use animatediff_runtime::npy;
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
 
-/// Largest `.npy` header read (numpy itself refuses headers over 10 000 bytes by default).
-pub const MAX_HEADER_BYTES: usize = 1 << 16;
-
-const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Reads the latents at `path`, which must be an f32 `.npy` of shape `expected`
 /// (`(1, channels, frames, height / 8, width / 8)` for `animate`) with finite values. Errors name
@@ -29,42 +26,30 @@ pub fn parse(bytes: &[u8], expected: &[usize], origin: &Path) -> Result<ArrayD<f
     read_from(bytes, bytes.len() as u64, expected, origin)
 }
 
-/// Reads `len` bytes of `.npy` from `r`: the header, checked, then the data it announces.
+/// Reads `len` bytes of `.npy` from `r`: the header, checked by the runtime's `.npy` reader
+/// ([`animatediff_runtime::npy::header`]), then the data it announces.
 fn read_from(mut r: impl Read, len: u64, expected: &[usize], origin: &Path) -> Result<ArrayD<f32>, String> {
     let bad = |what: String| format!("{}: {what} (expected an f32 .npy of shape {expected:?})", origin.display());
-    let mut bytes = vec![0u8; 8];
-    r.read_exact(&mut bytes).map_err(|_| bad("too short for a .npy file".into()))?;
-    if &bytes[..6] != MAGIC {
-        return Err(bad("not a .npy file (no \\x93NUMPY magic)".into()));
+    // magic, version, a header length of up to 4 bytes, and the longest header accepted
+    let prefix_len = len.min((12 + npy::MAX_HEADER) as u64);
+    let mut bytes = Vec::with_capacity(prefix_len as usize);
+    r.by_ref().take(prefix_len).read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
+    let header = npy::header(&bytes).map_err(&bad)?;
+    if header.descr != "<f4" && header.descr != ">f4" {
+        return Err(bad(format!("dtype `{}`, not f32 (`<f4`)", header.descr)));
     }
-    let width = match bytes[6] {
-        1 => 2,
-        2 | 3 => 4,
-        v => return Err(bad(format!(".npy format version {v}, not 1, 2 or 3"))),
-    };
-    let mut n = [0u8; 4];
-    r.read_exact(&mut n[..width]).map_err(|_| bad("truncated header".into()))?;
-    bytes.extend_from_slice(&n[..width]);
-    let header_len = u32::from_le_bytes(n) as usize;
-    let data_start = (8 + width + header_len) as u64;
-    if header_len > MAX_HEADER_BYTES || data_start > len {
-        return Err(bad(format!("header of {header_len} bytes: longer than the file ({len} bytes) or than {MAX_HEADER_BYTES}")));
+    if header.shape != expected {
+        return Err(format!("{}: shape {:?}, expected {expected:?} (1, channels, frames, height/8, width/8)", origin.display(), header.shape));
     }
-    let mut header = vec![0u8; header_len];
-    r.read_exact(&mut header).map_err(|_| bad("truncated header".into()))?;
-    let shape = header_shape(&header).map_err(&bad)?;
-    if shape != expected {
-        return Err(format!("{}: shape {shape:?}, expected {expected:?} (1, channels, frames, height/8, width/8)", origin.display()));
-    }
-    let values = expected.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(|| bad("shape too large".into()))?;
-    let data_len = values.checked_mul(4).ok_or_else(|| bad("shape too large".into()))?;
+    let data_len = header.data_bytes(4).ok_or_else(|| bad("shape too large".into()))? as u64;
+    let data_start = header.data_at as u64;
     if len - data_start != data_len {
-        return Err(bad(format!("holds {} bytes of data; its shape {shape:?} of f32 needs {data_len}", len - data_start)));
+        return Err(bad(format!("holds {} bytes of data; its shape {:?} of f32 needs {data_len}", len - data_start, header.shape)));
     }
-    bytes.extend_from_slice(&header);
-    bytes.try_reserve_exact(data_len as usize).map_err(|_| bad(format!("{data_len} bytes of data do not fit in memory")))?;
-    r.take(data_len).read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 != data_start + data_len {
+    let total = (data_start + data_len) as usize;
+    bytes.try_reserve_exact(total - bytes.len()).map_err(|_| bad(format!("{data_len} bytes of data do not fit in memory")))?;
+    r.take(total as u64 - bytes.len() as u64).read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
+    if bytes.len() != total {
         return Err(bad("the file changed while it was read".into()));
     }
     let a = ArrayD::<f32>::read_npy(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
@@ -72,111 +57,6 @@ fn read_from(mut r: impl Read, len: u64, expected: &[usize], origin: &Path) -> R
         return Err(format!("{}: value {i} (in memory order) is {v}; latents must be finite numbers", origin.display()));
     }
     Ok(a)
-}
-
-/// The shape in a `.npy` header dictionary, which must describe f32 values
-/// (`{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 16, 64, 64), }`).
-fn header_shape(header: &[u8]) -> Result<Vec<usize>, String> {
-    let text = std::str::from_utf8(header).map_err(|_| "header is not text".to_string())?;
-    let mut p = Literal { s: text.trim_end().as_bytes(), i: 0 };
-    let (mut descr, mut fortran, mut shape) = (None, None, None);
-    p.expect(b'{')?;
-    while !p.eat(b'}') {
-        let key = p.string()?;
-        p.expect(b':')?;
-        match key.as_str() {
-            "descr" => descr = Some(p.string()?),
-            "fortran_order" => fortran = Some(p.boolean()?),
-            "shape" => shape = Some(p.tuple()?),
-            other => return Err(format!("unknown header key `{other}`")),
-        }
-        if !p.eat(b',') {
-            p.expect(b'}')?;
-            break;
-        }
-    }
-    if p.i != p.s.len() {
-        return Err("text after the header dictionary".into());
-    }
-    match (descr.as_deref(), fortran, shape) {
-        (Some("<f4" | ">f4"), Some(_), Some(shape)) => Ok(shape),
-        (Some(d), Some(_), Some(_)) => Err(format!("dtype `{d}`, not f32 (`<f4`)")),
-        _ => Err("header lacks `descr`, `fortran_order` or `shape`".into()),
-    }
-}
-
-/// A cursor over the Python literal of a `.npy` header: strings, booleans, tuples of integers.
-struct Literal<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Literal<'_> {
-    fn skip_space(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        self.skip_space();
-        let hit = self.s.get(self.i) == Some(&c);
-        self.i += hit as usize;
-        hit
-    }
-
-    fn expect(&mut self, c: u8) -> Result<(), String> {
-        if self.eat(c) {
-            return Ok(());
-        }
-        Err(format!("malformed header: expected `{}` at byte {}", c as char, self.i))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.skip_space();
-        let quote = match self.s.get(self.i) {
-            Some(&q @ (b'\'' | b'"')) => q,
-            _ => return Err(format!("malformed header: expected a quoted string at byte {}", self.i)),
-        };
-        let start = self.i + 1;
-        let end = self.s[start..].iter().position(|&c| c == quote).ok_or("malformed header: unterminated string")? + start;
-        self.i = end + 1;
-        Ok(String::from_utf8_lossy(&self.s[start..end]).into_owned())
-    }
-
-    fn boolean(&mut self) -> Result<bool, String> {
-        self.skip_space();
-        for (word, v) in [(&b"True"[..], true), (&b"False"[..], false)] {
-            if self.s[self.i..].starts_with(word) {
-                self.i += word.len();
-                return Ok(v);
-            }
-        }
-        Err(format!("malformed header: expected True or False at byte {}", self.i))
-    }
-
-    fn tuple(&mut self) -> Result<Vec<usize>, String> {
-        self.expect(b'(')?;
-        let mut dims = Vec::new();
-        while !self.eat(b')') {
-            self.skip_space();
-            let start = self.i;
-            while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
-                self.i += 1;
-            }
-            let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
-            dims.push(digits.parse().map_err(|_| format!("malformed header: expected a dimension at byte {start}"))?);
-            self.eat(b'L'); // Python 2 long
-            if dims.len() > 32 {
-                return Err("more than 32 dimensions".into());
-            }
-            if !self.eat(b',') {
-                self.expect(b')')?;
-                break;
-            }
-        }
-        Ok(dims)
-    }
 }
 
 #[cfg(test)]
@@ -189,7 +69,7 @@ mod tests {
             h.push(' ');
         }
         h.push('\n');
-        let mut b = MAGIC.to_vec();
+        let mut b = b"\x93NUMPY".to_vec();
         b.extend([1, 0]);
         b.extend((h.len() as u16).to_le_bytes());
         b.extend(h.as_bytes());
@@ -226,11 +106,11 @@ mod tests {
         let mut long = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", &[0.0]);
         long[6] = 2; // version 2: a 4-byte header length, here claiming 4 GB
         long.splice(8..10, [0xff, 0xff, 0xff, 0xff]);
-        assert!(parse(&long, &[1], origin()).unwrap_err().contains("longer than the file"));
+        assert!(parse(&long, &[1], origin()).unwrap_err().contains("claims 4294967295 bytes"));
         for header in ["{'descr': '<f4', 'shape': (1,), }", "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': 1}", "{'shape': (99999999999999999999999,)", "{"] {
             assert!(parse(&npy(header, &[0.0]), &[1], origin()).is_err(), "{header}");
         }
-        assert!(parse(b"\x93NUMPY", &[1], origin()).unwrap_err().contains("too short"));
+        assert!(parse(b"\x93NUMPY", &[1], origin()).unwrap_err().contains("no \\x93NUMPY magic"));
     }
 
     #[test]

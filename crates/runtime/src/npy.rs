@@ -11,11 +11,30 @@ use ndarray_npy::{ReadNpyExt, ReadableElement};
 /// The longest header accepted (numpy's are 128 bytes, more only for many dimensions).
 pub const MAX_HEADER: usize = 4096;
 
+/// What an `.npy` header says: the array's shape, its dtype descriptor (`<f4`, `<i8`, ...) and
+/// where its data starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The shape tuple.
+    pub shape: Vec<usize>,
+    /// The `descr` string, without its quotes (`<f4`).
+    pub descr: String,
+    /// Byte offset of the data: magic, version, header length and header.
+    pub data_at: usize,
+}
+
+impl Header {
+    /// Elements times `elem` bytes: what must follow the header (`None` past 2^64).
+    pub fn data_bytes(&self, elem: usize) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(elem))
+    }
+}
+
 /// The array in `bytes`: its shape and its elements in order.
 pub fn read<A: ReadableElement + Copy>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<A>), String> {
-    let (shape, data_at) = header(bytes)?;
-    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    let need = count.and_then(|n| n.checked_mul(std::mem::size_of::<A>()));
+    let h = header(bytes)?;
+    let (shape, data_at) = (&h.shape, h.data_at);
+    let need = h.data_bytes(std::mem::size_of::<A>());
     let have = bytes.len() - data_at;
     if need != Some(have) {
         let need = need.map(|n| n.to_string()).unwrap_or_else(|| "more than 2^64".into());
@@ -25,8 +44,9 @@ pub fn read<A: ReadableElement + Copy>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<
     Ok((a.shape().to_vec(), a.iter().copied().collect()))
 }
 
-/// The header's shape and where the data starts, checked as the module header says.
-pub fn header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
+/// The header of the array in `bytes` (which may stop after the header), checked as the module
+/// header says.
+pub fn header(bytes: &[u8]) -> Result<Header, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not an .npy array (no \\x93NUMPY magic)".into());
     }
@@ -44,7 +64,8 @@ pub fn header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
         return Err("the header is not one flat dictionary with one shape tuple".into());
     }
     let h = ndarray_npy::npy::header::Header::from_reader(&mut &bytes[..at + len]).map_err(|e| e.to_string())?;
-    Ok((h.shape, at + len))
+    let descr = h.type_descriptor.to_string().trim_matches(|c| c == '\'' || c == '"').to_owned();
+    Ok(Header { shape: h.shape, descr, data_at: at + len })
 }
 
 #[cfg(test)]
