@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use animatediff_runtime::check;
 use animatediff_runtime::{Artifact, Ep, Runtime, RuntimeOptions};
 
+/// Tract against goldens that tract computed on another CPU (see the first test).
+const TRACT_ACROSS_CPUS: f64 = 1e-5;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -16,7 +19,10 @@ fn committed_artifact_checks_on_tract_and_ort_cpu() {
     let artifact = Artifact::open(root().join("graphs/micro_v2")).unwrap();
     let files = check::verify_files(&artifact);
     assert!(files.pass, "{files:?}");
-    for (ep, tol) in [(Ep::Tract, 1e-6), (Ep::Cpu, 1e-4)] {
+    // The golden bundle was computed by tract on an AVX2 machine; tract picks its matrix kernels
+    // by CPU, and AVX-512's sum in another order (unet: 1.6e-6 relative on a Xeon with AVX-512,
+    // 0 on AVX2), so tract is held to 1e-5 rather than to its own bits.
+    for (ep, tol) in [(Ep::Tract, TRACT_ACROSS_CPUS), (Ep::Cpu, 1e-4)] {
         let runtime = Runtime::new(RuntimeOptions { ep, ..Default::default() }).unwrap();
         for case in check::read_bundle(&artifact.dir.join("golden.npz"), &artifact).unwrap() {
             let file = format!("{}.onnx", case.graph);
@@ -54,10 +60,10 @@ fn rebuilding_from_the_fixtures_reproduces_the_committed_artifact() {
                 let ca = check::read_bundle(&committed.join(n), &Artifact::open(&committed).unwrap()).unwrap();
                 let cb = check::read_bundle(&out.join(n), &Artifact::open(out).unwrap()).unwrap();
                 for (x, y) in ca.iter().zip(&cb) {
-                    let row = check::compare(&x.graph, "rebuilt vs committed", y.expected.as_ref().unwrap(), x.expected.as_ref().unwrap(), 1e-6);
+                    let row = check::compare(&x.graph, "rebuilt vs committed", y.expected.as_ref().unwrap(), x.expected.as_ref().unwrap(), TRACT_ACROSS_CPUS);
                     assert!(row.pass, "{row:?}");
                 }
-                println!("{n}: {}", if a == b { "identical bytes" } else { "equal within 1e-6" });
+                println!("{n}: {}", if a == b { "identical bytes" } else { "equal within 1e-5" });
             }
             "manifest.json" => {
                 // input files' and the executable's sizes and times are this machine's (they let a
