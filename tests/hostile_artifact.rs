@@ -272,11 +272,7 @@ fn lying_golden_arrays_are_refused_before_they_are_allocated() {
     let e = check::read_bundle(&dir.join("golden.npz"), &a).unwrap_err().to_string();
     assert!(e.contains("golden.npz") && e.contains("unet.sample") && e.contains(&limit.to_string()), "{e}");
     // a 35 TB shape in a 100-byte array
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }\n";
-    npy.extend((header.len() as u16).to_le_bytes());
-    npy.extend(header.as_bytes());
-    npy.extend([0u8; 16]);
+    let npy = animatediff_fixtures::npy::v1("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }", &[0; 16]);
     golden_with(&dir, "unet.sample.npy", &npy, false);
     let e = check::read_bundle(&dir.join("golden.npz"), &a).unwrap_err().to_string();
     assert!(e.contains("unet.sample") && e.contains("needs 35184372088832 bytes"), "{e}");

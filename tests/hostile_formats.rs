@@ -5,48 +5,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use animatediff_fixtures::torch_zip::{TorchPickle, Wrapper};
 use animatediff_formats::TensorFile;
 
-/// Builds the pickle of `torch.save`'s `OrderedDict` of tensors, with whatever sizes it is told.
-struct Pickle(Vec<u8>);
-
-impl Pickle {
-    fn new() -> Self {
-        Pickle(b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec())
-    }
-    fn str(&mut self, s: &str) {
-        self.0.push(b'X');
-        self.0.extend((s.len() as u32).to_le_bytes());
-        self.0.extend(s.as_bytes());
-    }
-    fn int(&mut self, v: u64) {
-        self.0.extend([0x8a, 8]);
-        self.0.extend(v.to_le_bytes());
-    }
-    fn ints(&mut self, vals: &[u64]) {
-        self.0.push(b'(');
-        vals.iter().for_each(|&v| self.int(v));
-        self.0.push(b't');
-    }
-    /// `name` = a float32 view (offset 0) of storage `key` claiming `numel` elements.
-    fn tensor(&mut self, name: &str, key: &str, numel: u64, shape: &[u64], stride: &[u64]) {
-        self.str(name);
-        self.0.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-        self.str("storage");
-        self.0.extend(b"ctorch\nFloatStorage\n");
-        self.str(key);
-        self.str("cpu");
-        self.int(numel);
-        self.0.extend(b"tQ");
-        self.int(0);
-        self.ints(shape);
-        self.ints(stride);
-        self.0.extend(b"\x89ccollections\nOrderedDict\n)RtR");
-    }
-    fn finish(mut self) -> Vec<u8> {
-        self.0.extend(b"u.");
-        self.0
-    }
+/// `torch.save`'s pickle of one float32 tensor view `name` of storage `key`, with whatever sizes
+/// it is told.
+fn lying_tensor(name: &str, numel: usize, shape: &[usize], stride: &[usize]) -> Vec<u8> {
+    let mut p = TorchPickle::new(Wrapper::None);
+    p.tensor(name, "FloatStorage", "0", numel, shape, stride);
+    p.finish()
 }
 
 /// One zip entry: its name, whether it is deflated, and what is written through the writer.
@@ -162,9 +129,7 @@ fn storage_size_overflow_is_an_error() {
     // bytes of data.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alpha.ckpt");
-    let mut p = Pickle::new();
-    p.tensor("alpha", "0", 1 << 62, &[1 << 22], &[1]);
-    one_storage_zip(&path, &p.finish(), false, &bytes(&[0; 4]));
+    one_storage_zip(&path, &lying_tensor("alpha", 1 << 62, &[1 << 22], &[1]), false, &bytes(&[0; 4]));
     let e = refused(&path);
     assert!(e.contains("tensor `alpha`") && e.contains("overflows"), "{e}");
 }
@@ -172,7 +137,7 @@ fn storage_size_overflow_is_an_error() {
 #[test]
 fn views_past_their_storage_or_overflowing_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, u64, &[u64], &[u64], &str); 4] = [
+    let cases: [(&str, usize, &[usize], &[usize], &str); 4] = [
         // offset + sum((size-1) * stride) overflows
         ("stride.ckpt", 4, &[5, 1], &[1 << 62, 1], "reaches past its storage"),
         // the shape's product overflows
@@ -184,9 +149,7 @@ fn views_past_their_storage_or_overflowing_are_errors() {
     ];
     for (name, numel, shape, stride, want) in cases {
         let path = dir.path().join(name);
-        let mut p = Pickle::new();
-        p.tensor("w", "0", numel, shape, stride);
-        one_storage_zip(&path, &p.finish(), false, &bytes(&vec![0u8; numel as usize * 4]));
+        one_storage_zip(&path, &lying_tensor("w", numel, shape, stride), false, &bytes(&vec![0u8; numel * 4]));
         let e = refused(&path);
         assert!(e.contains("tensor `w`") && e.contains(want), "{name}: {e}");
     }
@@ -210,9 +173,7 @@ fn a_pickle_that_is_a_zip_bomb_is_refused() {
 fn a_storage_that_is_a_zip_bomb_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("storage_bomb.ckpt");
-    let mut p = Pickle::new();
-    p.tensor("w", "0", 4, &[4], &[1]);
-    let p = p.finish();
+    let p = lying_tensor("w", 4, &[4], &[1]);
     let entries = |data: &dyn Fn(&mut dyn Write)| one_storage_zip(&path, &p, true, data);
     // data/0 inflates to 1 GiB where the pickle needs 16 bytes: refused by its declared size.
     entries(&zeros(1 << 30));

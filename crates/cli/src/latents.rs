@@ -64,17 +64,7 @@ mod tests {
     use super::*;
 
     fn npy(header: &str, data: &[f32]) -> Vec<u8> {
-        let mut h = header.to_string();
-        while !(10 + h.len() + 1).is_multiple_of(64) {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY".to_vec();
-        b.extend([1, 0]);
-        b.extend((h.len() as u16).to_le_bytes());
-        b.extend(h.as_bytes());
-        data.iter().for_each(|v| b.extend(v.to_le_bytes()));
-        b
+        animatediff_fixtures::npy::v1(header, &animatediff_fixtures::npy::f32_bytes(data))
     }
 
     fn origin() -> &'static Path {

@@ -136,19 +136,6 @@ fn artifact() -> &'static Path {
     .1
 }
 
-/// An .npy with this header dictionary and raw data.
-fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = format!("{dict}\n");
-    while (10 + h.len()) % 64 != 0 {
-        h.insert(h.len() - 1, ' ');
-    }
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((h.len() as u16).to_le_bytes());
-    b.extend(h.as_bytes());
-    b.extend(data);
-    b
-}
-
 #[test]
 fn latents_in_is_checked_before_its_data_is_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,18 +148,18 @@ fn latents_in_is_checked_before_its_data_is_read() {
     };
     let out = dir.path().join("x.gif");
     // a 2 KB file whose header claims 35 TB
-    std::fs::write(&lat, npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }", &[0; 2000])).unwrap();
+    std::fs::write(&lat, animatediff_fixtures::npy::v1("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }", &[0; 2000])).unwrap();
     let e = animate(&[s(&out)]);
     assert!(e.contains("--latents-in") && e.contains("lat.npy") && e.contains("[1, 4, 2, 1048576, 1048576]"), "{e}");
     // the right shape, too few bytes
-    std::fs::write(&lat, npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 2, 2), }", &[0; 12])).unwrap();
+    std::fs::write(&lat, animatediff_fixtures::npy::v1("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 2, 2), }", &[0; 12])).unwrap();
     let e = animate(&[s(&out)]);
     assert!(e.contains("lat.npy") && e.contains("holds 12 bytes of data"), "{e}");
     // NaN and infinite values
     for bad in [f32::NAN, f32::INFINITY] {
         let mut data: Vec<u8> = (0..32).flat_map(|_| 0.5f32.to_le_bytes()).collect();
         data[20..24].copy_from_slice(&bad.to_le_bytes());
-        std::fs::write(&lat, npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 2, 2), }", &data)).unwrap();
+        std::fs::write(&lat, animatediff_fixtures::npy::v1("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 2, 2), }", &data)).unwrap();
         let e = animate(&[s(&out)]);
         assert!(e.contains("lat.npy") && e.contains("value 5") && e.contains("finite"), "{e}");
     }

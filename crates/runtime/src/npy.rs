@@ -26,7 +26,7 @@ pub struct Header {
 impl Header {
     /// Elements times `elem` bytes: what must follow the header (`None` past 2^64).
     pub fn data_bytes(&self, elem: usize) -> Option<usize> {
-        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(elem))
+        animatediff_formats::tensor_file::checked_numel(&self.shape).and_then(|n| n.checked_mul(elem))
     }
 }
 
@@ -71,30 +71,23 @@ pub fn header(bytes: &[u8]) -> Result<Header, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn npy(header: &str, data: &[u8]) -> Vec<u8> {
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend((header.len() as u16).to_le_bytes());
-        b.extend(header.as_bytes());
-        b.extend(data);
-        b
-    }
+    use animatediff_fixtures::npy::v1 as npy;
 
     #[test]
     fn a_good_array_reads_and_lying_sizes_are_refused_before_allocating() {
-        let good = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", &[0, 0, 128, 63, 0, 0, 0, 64]);
+        let good = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", &[0, 0, 128, 63, 0, 0, 0, 64]);
         assert_eq!(read::<f32>(&good).unwrap(), (vec![2], vec![1.0, 2.0]));
         // 35 TB claimed by a 100-byte file
-        let big = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }\n", &[0; 8]);
+        let big = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 2, 1048576, 1048576), }", &[0; 8]);
         let e = read::<f32>(&big).unwrap_err();
         assert!(e.contains("needs 35184372088832 bytes") && e.contains("has 8"), "{e}");
-        let wrap = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4), }\n", &[]);
+        let wrap = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4), }", &[]);
         assert!(read::<f32>(&wrap).unwrap_err().contains("more than 2^64"));
         // a v2 header claiming 4 GiB, and deep nesting
         let mut long = b"\x93NUMPY\x02\x00\xff\xff\xff\xff".to_vec();
         long.extend([b'{'; 64]);
         assert!(read::<f32>(&long).unwrap_err().contains("claims 4294967295 bytes"));
-        let deep = npy(&format!("{{'descr': '<f4', 'shape': {}1{}, }}\n", "(".repeat(2000), ")".repeat(2000)), &[]);
+        let deep = npy(&format!("{{'descr': '<f4', 'shape': {}1{}, }}", "(".repeat(2000), ")".repeat(2000)), &[]);
         assert!(read::<f32>(&deep).unwrap_err().contains("flat dictionary"));
         assert!(read::<f32>(b"\x93NUMPY").is_err() && read::<f32>(b"").is_err());
     }

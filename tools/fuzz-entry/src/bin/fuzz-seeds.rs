@@ -114,20 +114,11 @@ fn data_pkl(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A `.npy` (format 1.0) of little-endian f32 with the given header shape and `values` elements.
+/// A `.npy` of f32 whose header claims `shape` and which holds `values` elements.
 fn npy(shape: &str, values: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    for i in 0..values {
-        out.extend(((i as f32 * 0.37).sin()).to_le_bytes());
-    }
-    out
+    let data: Vec<f32> = (0..values).map(|i| (i as f32 * 0.37).sin()).collect();
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    animatediff_fixtures::npy::v1(&dict, &animatediff_fixtures::npy::f32_bytes(&data))
 }
 
 fn npy_seeds() -> Vec<(&'static str, Vec<u8>)> {
