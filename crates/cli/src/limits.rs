@@ -3,14 +3,15 @@
 //! so that a bad value fails before any file loads. Each check returns a message that states the
 //! accepted range; the caller prefixes the flag or the file and key.
 
-/// Largest image side in pixels. SD1.5 works at 512; at 2048 one activation of the UNet's first
-/// block over 16 frames already holds 2.7 GB, and beyond it runtimes fail to allocate (tract
-/// crashed at 8192) or the size overflows.
-pub const MAX_SIDE: usize = 2048;
+/// Largest image side in pixels: the runtime's limit, 8 × `MAX_LATENT_SIDE` = 2048. SD1.5 works
+/// at 512; at 2048 one activation of the UNet's first block over 16 frames already holds 2.7 GB,
+/// and beyond it runtimes fail to allocate (tract crashed at 8192) or the size overflows.
+pub const MAX_SIDE: usize = animatediff_runtime::MAX_LATENT_SIDE * 8;
 
-/// Most frames asked for: far above any motion module's own maximum (24 or 32 for the official
-/// ones), which the model then checks; it only bounds what is allocated before that check.
-pub const MAX_FRAMES: usize = 1024;
+/// Most frames asked for: the largest `max_frames` a manifest may give (1024), far above any
+/// motion module's own maximum (24 or 32 for the official ones), which the model then checks; it
+/// only bounds what is allocated before that check.
+pub const MAX_FRAMES: usize = animatediff_runtime::manifest::MAX_FRAMES;
 
 /// Most denoising steps: the 1000 training timesteps of SD1.5 (a model with fewer is checked
 /// against its own count).

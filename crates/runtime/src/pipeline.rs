@@ -89,11 +89,10 @@ impl VideoShape {
 }
 
 /// Checks [`Pipeline::sample`]'s settings against `artifact` before any graph is loaded: `steps`
-/// 1 to the scheduler's maximum ([`Ddim::max_steps`]), `guidance` a finite number.
+/// 1 to the scheduler's maximum ([`crate::SchedulerConfig::max_steps`]; `Artifact::open` validated the
+/// configuration), `guidance` a finite number.
 pub fn check_sampling(artifact: &Artifact, steps: usize, guidance: f32) -> Result<()> {
-    let scheduler = Ddim::new(artifact.scheduler().clone())
-        .map_err(|reason| Error::Artifact { path: artifact.dir.join(crate::manifest::FILE_NAME), reason })?;
-    let most = scheduler.max_steps();
+    let most = artifact.scheduler().max_steps();
     if steps == 0 || steps > most {
         let reason = format!("expected 1 to {most} (this model's scheduler has {} training timesteps)", artifact.scheduler().num_train_timesteps);
         return Err(Error::Invalid { setting: Setting::Steps, value: steps.to_string(), reason });

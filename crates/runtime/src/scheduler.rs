@@ -40,6 +40,14 @@ pub struct SchedulerConfig {
 pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
 
 impl SchedulerConfig {
+    /// The most sampling steps this configuration allows: with leading spacing the first
+    /// timestep, `(N−1)·(T/N) + steps_offset`, must stay below T (999 for the official
+    /// configuration, whose offset is 1).
+    pub fn max_steps(&self) -> usize {
+        let (t, offset) = (self.num_train_timesteps, self.steps_offset);
+        (1..=t).rev().find(|&n| (n - 1) * (t / n) + offset < t).unwrap_or(0)
+    }
+
     /// Checks every setting against what [`Ddim`] supports and the ranges DDIM is defined on:
     /// a known scheduler, schedule and prediction, `2 ≤ num_train_timesteps ≤`
     /// [`MAX_TRAIN_TIMESTEPS`], finite `0 < beta_start ≤ beta_end < 1`, and
@@ -133,14 +141,6 @@ impl Ddim {
         }
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
         Ok(Self { config, alphas_cumprod, final_alpha_cumprod })
-    }
-
-    /// The most sampling steps this configuration allows: with leading spacing the first
-    /// timestep, `(N−1)·(T/N) + steps_offset`, must stay below T (999 for the official
-    /// configuration, whose offset is 1).
-    pub fn max_steps(&self) -> usize {
-        let (t, offset) = (self.config.num_train_timesteps, self.config.steps_offset);
-        (1..=t).rev().find(|&n| (n - 1) * (t / n) + offset < t).unwrap_or(0)
     }
 
     /// Leading spacing: `(N−1−i)·(T/N) + steps_offset` (empty for 0 steps).

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use animatediff_build::out_dir::Notice;
 use animatediff_cli::{demo, latents, limits, media, prompt_config};
-use animatediff_runtime::{noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
+use animatediff_runtime::{check_sampling, noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
 
 #[derive(Parser)]
 #[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)", args_conflicts_with_subcommands = true)]
@@ -218,7 +218,7 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.latents_in.is_some() && jobs.len() > 1 {
         return Err("--latents-in applies to a single prompt, not to a --config batch".into());
     }
-    check_steps(&artifact, &jobs)?;
+    check_jobs(&artifact, &jobs)?;
     let latents_in = match (&args.latents_in, jobs.first()) {
         (Some(path), Some(job)) => Some(latents::read(path, &latent_shape(&artifact, job)).map_err(|e| format!("--latents-in {e}"))?),
         _ => None,
@@ -245,16 +245,17 @@ fn run(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Refuses, before any graph loads, a step count over the model's training timesteps.
-fn check_steps(artifact: &Artifact, jobs: &[Job]) -> Result<(), String> {
-    let max = artifact.scheduler().num_train_timesteps;
-    match jobs.iter().find(|j| j.steps > max) {
-        Some(j) => Err(format!(
-            "--steps {} (job {}): this model samples 1 to {max} steps (its training timesteps); lower --steps or the config's `steps`",
-            j.steps, j.name
-        )),
-        None => Ok(()),
+/// Checks every job's video shape and sampling settings against the model before any graph
+/// loads, with the runtime's own checks (the ones `Pipeline::load` and `sample` make): frames
+/// within the motion module's maximum, steps within the scheduler's, finite guidance.
+fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<(), String> {
+    for job in jobs {
+        job.shape.check(artifact).and_then(|()| check_sampling(artifact, job.steps, job.guidance)).map_err(|e| match jobs.len() {
+            1 => with_flags(e),
+            _ => format!("job {}: {}", job.name, with_flags(e)),
+        })?;
     }
+    Ok(())
 }
 
 /// The shape of a job's latents: `(1, channels, frames, height / 8, width / 8)`.
