@@ -119,7 +119,6 @@ pub struct MotionModule {
 }
 
 impl MotionModule {
-    /// Frames the module can attend over: the stored table length, else the version's default.
     /// The official names of the weights a module site lacks ([`SITE_WEIGHTS`]), site by site.
     pub fn missing_weights(&self) -> Vec<String> {
         let mut missing = Vec::new();
@@ -134,6 +133,7 @@ impl MotionModule {
         missing
     }
 
+    /// Frames the module can attend over: the stored table length, else the version's default.
     pub fn max_frames(&self) -> usize {
         self.pe_len.unwrap_or_else(|| self.version.default_max_frames())
     }

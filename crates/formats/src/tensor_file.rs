@@ -169,7 +169,7 @@ impl TensorFile {
         let (pkl_name, root) = find_pickle(&archive).map_err(bad)?;
         check_byte_order(&mut archive, &root).map_err(bad)?;
 
-        let pickle_bytes = read_entry(&mut archive, &pkl_name, MAX_PICKLE_BYTES).map_err(bad)?;
+        let pickle_bytes = read_zip_entry(&mut archive, &pkl_name, MAX_PICKLE_BYTES).map_err(bad)?;
         let value = pickle::load(&pickle_bytes).map_err(|e| match e {
             pickle::PickleError::DisallowedGlobal(global) => {
                 Error::DisallowedGlobal { path: path.to_path_buf(), global }
@@ -407,7 +407,7 @@ impl Storages {
                          the {MAX_INFLATED_STORAGE_BYTES} accepted; re-save the checkpoint uncompressed (torch.save does)"
                     ));
                 }
-                let owned = read_entry(&mut self.archive, &entry_name, needed)?;
+                let owned = read_zip_entry(&mut self.archive, &entry_name, needed)?;
                 let len = owned.len();
                 self.owned.push(owned);
                 StorageBytes { buffer: Buffer::Owned(self.owned.len() - 1), start: 0, len }
@@ -479,7 +479,13 @@ fn check_view_extent(name: &str, t: &pickle::TensorRef) -> std::result::Result<(
 
 /// Reads entry `name` in full, refusing one that declares more than `limit` bytes or inflates to
 /// more than it declares (a zip bomb): at most `min(declared, limit) + 1` bytes are ever inflated.
-fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str, limit: u64) -> std::result::Result<Vec<u8>, String> {
+/// Every zip entry a stranger's file can hold is read through here (checkpoints' pickles and
+/// storages, artifacts' golden bundles).
+pub fn read_zip_entry<R: std::io::Read + std::io::Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    name: &str,
+    limit: u64,
+) -> std::result::Result<Vec<u8>, String> {
     let entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let declared = entry.size();
     if declared > limit {

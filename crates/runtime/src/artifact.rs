@@ -46,7 +46,9 @@ impl Artifact {
         let bad = |path: &Path, reason: String| Error::Artifact { path: path.to_path_buf(), reason };
         let root = self.dir.canonicalize().map_err(|e| Error::Io { path: self.dir.clone(), source: e })?;
         let mpath = self.dir.join(manifest::FILE_NAME);
-        for (field, name) in self.manifest.file_names() {
+        let mut seen = std::collections::BTreeSet::new();
+        // a file is named by its graph field, `files` and `file_sizes`: looked at once
+        for (field, name) in self.manifest.file_names().into_iter().filter(|(_, name)| seen.insert(*name)) {
             let path = self.dir.join(name);
             let linked = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
             if linked && !path.canonicalize().is_ok_and(|real| real.starts_with(&root) && real != root) {
