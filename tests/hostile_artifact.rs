@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use animatediff_runtime::manifest::Manifest;
-use animatediff_runtime::{check, check_sampling, Artifact, ClipTokenizer, Ddim, Error, Setting, VideoShape};
+use animatediff_runtime::{check, check_sampling, Artifact, ClipTokenizer, Error, Sampler, SamplerOptions, Sampling, Setting, VideoShape};
 
 fn committed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/micro_v2")
@@ -140,10 +140,10 @@ fn scheduler_values_out_of_range_are_refused_on_open_naming_the_field() {
     // NaN cannot be written in JSON; a library user's config can hold it: refused, no panic
     let mut c = animatediff_runtime::SchedulerConfig::animatediff_ddim();
     c.beta_end = f64::NAN;
-    assert!(Ddim::new(c).unwrap_err().contains("scheduler.beta_end"));
+    assert!(Sampler::new(&c, SamplerOptions::default(), 25).unwrap_err().to_string().contains("scheduler.beta_end"));
     let mut c = animatediff_runtime::SchedulerConfig::animatediff_ddim();
     c.steps_offset = 5000;
-    assert!(Ddim::new(c).unwrap_err().contains("scheduler.steps_offset"));
+    assert!(Sampler::new(&c, SamplerOptions::default(), 25).unwrap_err().to_string().contains("scheduler.steps_offset"));
 }
 
 #[test]
@@ -228,14 +228,14 @@ fn runtime_settings_out_of_range_are_refused_before_anything_is_loaded() {
     assert!(s == Setting::Frames && msg.contains("1 to 32"), "{msg}");
     VideoShape { frames: 32, width: 2048, height: 2048 }.check(&a).unwrap();
     for g in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let (s, msg) = setting(check_sampling(&a, 25, g));
+        let (s, msg) = setting(check_sampling(&a, &Sampling::ddim(25, g)));
         assert!(s == Setting::Guidance && msg.contains("finite"), "{msg}");
     }
     // the official scheduler's first timestep at 1000 steps would be 1000: past its table
-    let (s, msg) = setting(check_sampling(&a, 1000, 7.5));
+    let (s, msg) = setting(check_sampling(&a, &Sampling::ddim(1000, 7.5)));
     assert!(s == Setting::Steps && msg.contains("1 to 999"), "{msg}");
-    assert_eq!(setting(check_sampling(&a, 0, 7.5)).0, Setting::Steps);
-    check_sampling(&a, 999, 7.5).unwrap();
+    assert_eq!(setting(check_sampling(&a, &Sampling::ddim(0, 7.5))).0, Setting::Steps);
+    check_sampling(&a, &Sampling::ddim(999, 7.5)).unwrap();
     let e = Error::Invalid { setting: Setting::Guidance, value: "NaN".into(), reason: "x".into() };
     assert_eq!(e.to_string(), "Pipeline::sample's scale NaN: x");
 }

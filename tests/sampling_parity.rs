@@ -56,7 +56,8 @@ fn sampling(variant: &str, mm: &str) {
     for ep in [Ep::Tract, Ep::Cpu] {
         let runtime = Runtime::new(RuntimeOptions { ep, ..Default::default() }).unwrap();
         let mut p = Pipeline::load(art.clone(), &runtime, shape, |_| {}).unwrap();
-        assert_eq!(p.scheduler.timesteps(steps.len()), steps.iter().map(|&t| t as usize).collect::<Vec<_>>());
+        let sampler = animatediff_runtime::Sampling::ddim(steps.len(), 7.5).sampler(&art).unwrap();
+        assert_eq!(sampler.timesteps(), steps.iter().map(|&t| t as f32).collect::<Vec<_>>());
         let ctx = p.encode(uncond.as_slice().unwrap(), cond.as_slice().unwrap()).unwrap();
         let latents = p.sample(&ctx, init.as_slice().unwrap().to_vec(), steps.len(), guidance.first().copied().unwrap(), |_, _| {}).unwrap();
         let d = Deviation::of(&latents, final_ref.as_slice().unwrap());
@@ -146,4 +147,48 @@ fn tokenizer_matches_the_reference_on_35_prompts() {
         assert_eq!(tok.encode(text).unwrap(), want, "{:?} ({})", text, p["name"]);
     }
     println!("{} prompts tokenised exactly as transformers' CLIPTokenizer (padding 49407, truncation at 77)", list.len());
+}
+
+/// Every sampler end to end on the tiny fixture UNet (`tests/goldens/samplers_e2e.npz`, written
+/// by `tools/reference/sampler_goldens.py` with diffusers' own schedulers): 4 steps with guidance
+/// 7.5 from the golden's unit-variance noise, the per-step noise drawn from our PyTorch generator
+/// seeded as the reference's (as `animate --latents-in X --seed S`), final latents within 5e-3 of
+/// the reference's largest value, on tract and ORT CPU.
+#[test]
+fn every_sampler_end_to_end_on_the_fixture_unet() {
+    use animatediff_runtime::noise::torch::TorchGenerator;
+    use animatediff_runtime::{SamplerOptions, Sampling};
+    let dir = tempfile::tempdir().unwrap();
+    let art = artifact("personalized", "v2", dir.path());
+    let mut g = NpzReader::new(File::open(goldens_dir().join("samplers_e2e.npz")).unwrap()).unwrap();
+    let init: ArrayD<f32> = g.by_name("init_latents").unwrap();
+    let (uncond, cond): (ArrayD<i64>, ArrayD<i64>) = (g.by_name("uncond_ids").unwrap(), g.by_name("cond_ids").unwrap());
+    let guidance: ArrayD<f32> = g.by_name("guidance").unwrap();
+    let shape = VideoShape { frames: init.shape()[2], height: init.shape()[3] * 8, width: init.shape()[4] * 8 };
+    let cases = ["ddim_leading", "ddim_leading_eta0.5", "euler_linspace", "euler_trailing", "euler-ancestral_linspace", "dpmpp-2m_linspace_karras", "lcm_leading"];
+    for ep in [Ep::Tract, Ep::Cpu] {
+        let runtime = Runtime::new(RuntimeOptions { ep, ..Default::default() }).unwrap();
+        let mut p = Pipeline::load(art.clone(), &runtime, shape, |_| {}).unwrap();
+        let ctx = p.encode(uncond.as_slice().unwrap(), cond.as_slice().unwrap()).unwrap();
+        for case in cases {
+            let parts: Vec<&str> = case.split('_').collect();
+            let mut sampler = SamplerOptions { kind: parts[0].parse().unwrap(), spacing: Some(parts[1].parse().unwrap()), ..Default::default() };
+            sampler.karras = parts.contains(&"karras");
+            sampler.eta = parts.iter().find_map(|p| p.strip_prefix("eta")).map_or(0.0, |e| e.parse().unwrap());
+            if parts[0] == "lcm" {
+                sampler.spacing = None;
+            }
+            let timesteps: ArrayD<f64> = g.by_name(&format!("{case}__timesteps")).unwrap();
+            let want: ArrayD<f32> = g.by_name(&format!("{case}__final_latents")).unwrap();
+            let seed: ArrayD<i64> = g.by_name(&format!("{case}__generator_seed")).unwrap();
+            let sampling = Sampling { sampler, steps: timesteps.len(), guidance: guidance.iter().copied().next().unwrap() };
+            let got_t: Vec<f64> = sampling.sampler(&art).unwrap().timesteps().iter().map(|&t| t as f64).collect();
+            assert_eq!(got_t, timesteps.iter().copied().collect::<Vec<_>>(), "{case}: timesteps");
+            let mut generator = TorchGenerator::new(*seed.iter().next().unwrap() as u64);
+            let latents = p.sample_with(&ctx, init.as_slice().unwrap().to_vec(), &sampling, &mut generator, |_, _| {}).unwrap();
+            let d = Deviation::of(&latents, want.as_slice().unwrap());
+            println!("{case:<26} {ep:>5} final latents: {d}");
+            assert!(d.max_abs <= 5e-3 * d.max_ref, "{case} {ep}: {d}");
+        }
+    }
 }

@@ -61,6 +61,14 @@ pub fn guidance(g: f32) -> Result<f32, String> {
     Ok(g)
 }
 
+/// DDIM's η: a finite number from 0 (deterministic) to 1.
+pub fn eta(e: f32) -> Result<f32, String> {
+    if !(0.0..=1.0).contains(&e) {
+        return Err(format!("{e} is not a number from 0 to 1 (0: deterministic DDIM, 1: DDPM-like)"));
+    }
+    Ok(e)
+}
+
 /// A LoRA multiplier: a finite number from −[`MAX_LORA_SCALE`] to [`MAX_LORA_SCALE`].
 pub fn lora_scale(m: f32) -> Result<f32, String> {
     if !(-MAX_LORA_SCALE..=MAX_LORA_SCALE).contains(&m) {
@@ -107,6 +115,11 @@ pub mod parse {
     /// `--guidance`: see [`guidance`](super::guidance) (`nan` and `inf` are refused).
     pub fn guidance(s: &str) -> Result<f32, String> {
         super::guidance(number(s, &format!("a number from 0 to {MAX_GUIDANCE}"))?)
+    }
+
+    /// `--eta`: see [`eta`](super::eta) (`nan` is refused).
+    pub fn eta(s: &str) -> Result<f32, String> {
+        super::eta(number(s, "a number from 0 to 1")?)
     }
 
     /// `--opset`: from `onnx_writer::DEFAULT_OPSET` (17, the first with LayerNormalization) to

@@ -111,7 +111,8 @@ pub fn classify((dx, dy): (f32, f32)) -> &'static str {
     }
 }
 
-/// One video from a loaded pipeline: seeded noise (as `animate --seed`), empty negative prompt.
+/// One video from a loaded pipeline: seeded SplitMix noise (as `animate --noise splitmix --seed`),
+/// DDIM, empty negative prompt.
 pub fn generate(p: &mut Pipeline, prompt: &str, seed: u64, steps: usize, guidance: f32) -> animatediff_runtime::Result<Vec<Frame>> {
     let latents = noise::gaussian(seed, p.shape.latent_len(p.artifact.latent_channels()));
     let uncond = p.tokenize("")?;

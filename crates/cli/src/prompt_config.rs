@@ -1,13 +1,16 @@
 //! AnimateDiff prompt-config files (`configs/prompts/*.yaml` of the official repository): a list
 //! of entries (or, in the v1 format, a map of named entries), each with `prompt` and `n_prompt`
 //! lists, `seed` (an int or a list; −1 = random), `steps`, `guidance_scale`, optionally `W`, `H`,
-//! `L`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
+//! `L`, and the sampler keys of `animate`'s flags: `scheduler`, `karras`, `timestep_spacing`,
+//! `eta`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
 //! model-selection fields (`dreambooth_path`, `motion_module`, ...) are accepted and reported: the
 //! model is the artifact given with `--model`. Any other field is an error (a typo must not pass).
 
 use std::path::Path;
 
 use serde::Deserialize;
+
+use animatediff_runtime::{SamplerKind, Spacing};
 
 use crate::limits;
 
@@ -29,6 +32,15 @@ struct Entry {
     height: Option<usize>,
     #[serde(default, rename = "L")]
     frames: Option<usize>,
+    // the sampler, as animate's --scheduler, --karras, --timestep-spacing and --eta
+    #[serde(default)]
+    scheduler: Option<String>,
+    #[serde(default)]
+    karras: Option<bool>,
+    #[serde(default)]
+    timestep_spacing: Option<String>,
+    #[serde(default)]
+    eta: Option<f32>,
     // model selection in the official configs: not ours to choose here
     #[serde(default)]
     inference_config: Option<serde_yaml_ng::Value>,
@@ -84,6 +96,17 @@ pub struct Job {
     pub width: Option<usize>,
     pub height: Option<usize>,
     pub frames: Option<usize>,
+    /// The sampler's settings this entry gives (the command line gives the rest).
+    pub sampler: SamplerKeys,
+}
+
+/// The sampler keys of an entry, each `None` where absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplerKeys {
+    pub kind: Option<SamplerKind>,
+    pub karras: Option<bool>,
+    pub spacing: Option<Spacing>,
+    pub eta: Option<f32>,
 }
 
 /// Largest prompt config read (real ones are a few kilobytes; 100 000-character prompts fit).
@@ -179,6 +202,12 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
     let width = e.width.map(limits::side).transpose().map_err(key("W"))?;
     let height = e.height.map(limits::side).transpose().map_err(key("H"))?;
     let frames = e.frames.map(limits::frames).transpose().map_err(key("L"))?;
+    let sampler = SamplerKeys {
+        kind: e.scheduler.as_deref().map(str::parse).transpose().map_err(key("scheduler"))?,
+        karras: e.karras,
+        spacing: e.timestep_spacing.as_deref().map(str::parse).transpose().map_err(key("timestep_spacing"))?,
+        eta: e.eta.map(limits::eta).transpose().map_err(key("eta"))?,
+    };
     Ok((0..n)
         .map(|i| Job {
             name: format!("{name}-{i}"),
@@ -190,6 +219,7 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
             width,
             height,
             frames,
+            sampler,
         })
         .collect())
 }

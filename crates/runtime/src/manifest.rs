@@ -481,7 +481,7 @@ impl Manifest {
     /// Checks what parsing cannot, without reading any file: every file name is a plain name
     /// inside the artifact directory, and every number is in the range the runner accepts and
     /// consistent with the others: sizes positive and bounded (e.g. `max_frames` ≤ [`MAX_FRAMES`]),
-    /// the scheduler one [`Ddim`](crate::Ddim) supports, token ids inside the vocabulary, the
+    /// the scheduler one the samplers support, token ids inside the vocabulary, the
     /// graphs' fixed input sizes equal to the architecture's. [`Artifact::open`](crate::Artifact::open)
     /// calls it; it never panics, whatever the manifest holds.
     pub fn validate(&self) -> Result<(), ManifestError> {

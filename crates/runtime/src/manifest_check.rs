@@ -9,7 +9,7 @@
 //!   [`MAX_LATENT_SIDE`]); then the builder's own consistency rules ([`ModelArch::validate`]:
 //!   widths divisible by heads and GroupNorm groups, the context width the same in the UNet and
 //!   the text encoder), and the sizes the graphs' inputs were built for equal the architecture's.
-//! - The scheduler is one [`Ddim`](crate::Ddim) supports ([`SchedulerConfig::validate`](crate::SchedulerConfig::validate)).
+//! - The scheduler is one the samplers support ([`SchedulerConfig::validate`](crate::SchedulerConfig::validate)).
 //! - Token ids lie inside the vocabulary, and prompts are the 77 tokens the runner pads to.
 
 use std::path::Path;

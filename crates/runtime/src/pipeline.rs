@@ -10,7 +10,8 @@ use crate::artifact::Artifact;
 use crate::error::{Error, Result, Setting};
 use crate::runtime::Runtime;
 use crate::session::{GraphSession, InputSpec, Tensor};
-use crate::scheduler::Ddim;
+use crate::noise::NoiseSource;
+use crate::sampler::{Sampler, SamplerOptions};
 use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
 
 /// One RGB frame, row-major, 3 bytes per pixel.
@@ -88,31 +89,50 @@ impl VideoShape {
     }
 }
 
-/// Checks [`Pipeline::sample`]'s settings against `artifact` before any graph is loaded: `steps`
-/// 1 to the scheduler's maximum ([`crate::SchedulerConfig::max_steps`]; `Artifact::open` validated the
-/// configuration), `guidance` a finite number.
-pub fn check_sampling(artifact: &Artifact, steps: usize, guidance: f32) -> Result<()> {
-    let most = artifact.scheduler().max_steps();
-    if steps == 0 || steps > most {
-        let reason = format!("expected 1 to {most} (this model's scheduler has {} training timesteps)", artifact.scheduler().num_train_timesteps);
-        return Err(Error::Invalid { setting: Setting::Steps, value: steps.to_string(), reason });
+/// How a video is sampled: the sampler and its options, the steps and the guidance scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// The sampler ([`SamplerOptions::default`]: DDIM as the official code).
+    pub sampler: SamplerOptions,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale (active above 1).
+    pub guidance: f32,
+}
+
+impl Sampling {
+    /// The official sampling: DDIM, leading spacing, η = 0.
+    pub fn ddim(steps: usize, guidance: f32) -> Self {
+        Self { sampler: SamplerOptions::default(), steps, guidance }
     }
-    if !guidance.is_finite() {
+
+    /// The sampler's schedule on `artifact`'s scheduler configuration.
+    pub fn sampler(&self, artifact: &Artifact) -> Result<Sampler> {
+        Sampler::new(artifact.scheduler(), self.sampler, self.steps)
+    }
+}
+
+/// Checks [`Pipeline::sample_with`]'s settings against `artifact` before any graph is loaded:
+/// the sampler and its options ([`Sampler::new`]: steps from 1 to what the sampler and the
+/// scheduler allow, options the sampler has), `guidance` a finite number.
+pub fn check_sampling(artifact: &Artifact, sampling: &Sampling) -> Result<()> {
+    sampling.sampler(artifact)?;
+    if !sampling.guidance.is_finite() {
         let reason = "expected a finite number (guidance is active above 1; 7.5 is usual)".into();
-        return Err(Error::Invalid { setting: Setting::Guidance, value: guidance.to_string(), reason });
+        return Err(Error::Invalid { setting: Setting::Guidance, value: sampling.guidance.to_string(), reason });
     }
     Ok(())
 }
 
-/// [`Pipeline::sample`]'s arguments: `latents` of `shape`'s length and finite, `context` of the
-/// text encoder's, `steps` and `scale` as [`check_sampling`] says.
-fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], steps: usize, scale: f32) -> Result<()> {
+/// [`Pipeline::sample_with`]'s arguments: `latents` of `shape`'s length and finite, `context` of
+/// the text encoder's, `sampling` as [`check_sampling`] says.
+fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<()> {
     let c = artifact.latent_channels();
     let n = shape.latent_len(c);
     if latents.len() != n {
         return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), shape.frames, shape.height / 8, shape.width / 8)));
     }
-    check_sampling(artifact, steps, scale)?;
+    check_sampling(artifact, sampling)?;
     if let Some(at) = latents.iter().position(|v| !v.is_finite()) {
         let value = format!("[{at}] = {}", latents[at]);
         return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
@@ -132,8 +152,6 @@ pub struct Pipeline {
     pub artifact: Artifact,
     /// The video shape the graphs were loaded for.
     pub shape: VideoShape,
-    /// The artifact's DDIM scheduler.
-    pub scheduler: Ddim,
     /// How well the artifact's attention form fits the provider and size (see `attention_fit`).
     pub warnings: Vec<String>,
     tokenizer: ClipTokenizer,
@@ -149,8 +167,6 @@ impl Pipeline {
         shape.check(&artifact)?;
         let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
         let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
-        let scheduler = Ddim::new(artifact.scheduler().clone())
-            .map_err(|reason| Error::Artifact { path: artifact.dir.join("manifest.json"), reason })?;
         let tokenizer = ClipTokenizer::from_file(&artifact.tokenizer_path())?;
         let (c, d) = (artifact.latent_channels(), artifact.context_dim());
         progress("text encoder");
@@ -162,7 +178,7 @@ impl Pipeline {
         )?;
         progress("VAE decoder");
         let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[InputSpec::f32([1, c, h, w])])?;
-        Ok(Self { artifact, shape, scheduler, warnings, tokenizer, text_encoder, unet, vae })
+        Ok(Self { artifact, shape, warnings, tokenizer, text_encoder, unet, vae })
     }
 
     /// The prompt's CLIP token ids, padded to 77 (see [`ClipTokenizer::encode`]).
@@ -179,25 +195,47 @@ impl Pipeline {
         Ok(self.text_encoder.run(&[Tensor::I64 { shape: vec![2, MAX_LENGTH], data: ids }])?.1)
     }
 
-    /// Runs `steps` DDIM steps from `latents` `(1, 4, F, h, w)` with guidance `scale`; calls
-    /// `on_step(i, t)` after each. The settings are checked first ([`check_sampling`]), and the
-    /// latents must be finite.
-    pub fn sample(&mut self, context: &[f32], mut latents: Vec<f32>, steps: usize, scale: f32, mut on_step: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
-        check_sample_inputs(&self.artifact, self.shape, context, &latents, steps, scale)?;
+    /// Runs `steps` DDIM steps (the official sampler) from `latents` `(1, 4, F, h, w)` with
+    /// guidance `scale`: [`sample_with`](Self::sample_with) with [`Sampling::ddim`], which draws
+    /// no noise.
+    pub fn sample(&mut self, context: &[f32], latents: Vec<f32>, steps: usize, scale: f32, on_step: impl FnMut(usize, f32)) -> Result<Vec<f32>> {
+        self.sample_with(context, latents, &Sampling::ddim(steps, scale), &mut crate::noise::SplitMix::new(0), on_step)
+    }
+
+    /// Samples from unit-variance `noise` `(1, 4, F, h, w)` (diffusers' `latents=`: the sampler
+    /// multiplies it by its initial σ) as `sampling` says, drawing the per-step noise of
+    /// ancestral samplers from `draws`; calls `on_step(i, t)` after each step. Returns the
+    /// latents after the last step. The settings are checked first ([`check_sampling`]), and the
+    /// noise must be finite.
+    pub fn sample_with(
+        &mut self,
+        context: &[f32],
+        noise: Vec<f32>,
+        sampling: &Sampling,
+        draws: &mut dyn NoiseSource,
+        mut on_step: impl FnMut(usize, f32),
+    ) -> Result<Vec<f32>> {
+        check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
+        let mut sampler = sampling.sampler(&self.artifact)?;
         let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
         let n = self.shape.latent_len(c);
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
-        for (i, t) in self.scheduler.timesteps(steps).into_iter().enumerate() {
-            let doubled: Vec<f32> = latents.iter().chain(&latents).copied().collect();
+        let sigma = sampler.init_noise_sigma();
+        let mut latents: Vec<f32> = noise.into_iter().map(|v| v * sigma).collect();
+        let timesteps = sampler.timesteps().to_vec();
+        for (i, t) in timesteps.into_iter().enumerate() {
+            let input = sampler.scale_model_input(i, &latents);
+            let doubled: Vec<f32> = input.iter().chain(&input).copied().collect();
             let (_, eps) = self.unet.run(&[
                 Tensor::F32 { shape: shape.clone(), data: doubled },
-                Tensor::F32 { shape: vec![2], data: vec![t as f32; 2] },
+                Tensor::F32 { shape: vec![2], data: vec![t; 2] },
                 Tensor::F32 { shape: vec![2, MAX_LENGTH, d], data: context.to_vec() },
             ])?;
             let (eu, ec) = eps.split_at(n);
             // classifier-free guidance is active iff scale > 1 (official pipeline)
+            let scale = sampling.guidance;
             let guided: Vec<f32> = if scale > 1.0 { eu.iter().zip(ec).map(|(u, c)| u + scale * (c - u)).collect() } else { ec.to_vec() };
-            self.scheduler.step(&mut latents, &guided, t, steps);
+            sampler.step(i, &guided, &mut latents, draws);
             on_step(i, t);
         }
         Ok(latents)
@@ -246,16 +284,16 @@ mod tests {
         let shape = VideoShape { frames: 2, height: 64, width: 64 };
         let (n, ctx) = (shape.latent_len(a.latent_channels()), vec![0.0; 2 * MAX_LENGTH * a.context_dim()]);
         let mut latents = vec![0.5f32; n];
-        check_sample_inputs(&a, shape, &ctx, &latents, 2, 7.5).unwrap();
+        check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, 7.5)).unwrap();
         latents[17] = f32::NAN;
-        match check_sample_inputs(&a, shape, &ctx, &latents, 2, 7.5).unwrap_err() {
+        match check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, 7.5)).unwrap_err() {
             Error::Invalid { setting: Setting::Latents, value, .. } => assert_eq!(value, "[17] = NaN"),
             other => panic!("{other}"),
         }
         latents[17] = 0.5;
-        let e = check_sample_inputs(&a, shape, &ctx, &latents, 2, f32::INFINITY).unwrap_err();
+        let e = check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, f32::INFINITY)).unwrap_err();
         assert!(matches!(e, Error::Invalid { setting: Setting::Guidance, .. }), "{e}");
-        assert!(check_sample_inputs(&a, shape, &ctx[1..], &latents, 2, 7.5).unwrap_err().to_string().contains("text embeddings"));
-        assert!(check_sample_inputs(&a, shape, &ctx, &latents[1..], 2, 7.5).unwrap_err().to_string().contains("initial latents"));
+        assert!(check_sample_inputs(&a, shape, &ctx[1..], &latents, &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("text embeddings"));
+        assert!(check_sample_inputs(&a, shape, &ctx, &latents[1..], &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("initial latents"));
     }
 }

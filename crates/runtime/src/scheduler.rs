@@ -1,7 +1,8 @@
-//! DDIM as the official AnimateDiff code samples with it (docs/spec.md §8): betas from the manifest's
-//! configuration (linear 0.00085 → 0.012 for every SD1.5 motion module), "leading" timestep
-//! spacing with `steps_offset` (25 steps: 961, 921, …, 1), ᾱ_prev = 1 after the last step
-//! (`set_alpha_to_one`), no clipping, eta 0, ε-prediction.
+//! The scheduler configuration an artifact records: DDIM as the official AnimateDiff code samples
+//! with it (docs/spec.md §8): betas linear 0.00085 → 0.012 for every SD1.5 motion module,
+//! "leading" timestep spacing with `steps_offset` (25 steps: 961, 921, …, 1), ᾱ_prev = 1 after
+//! the last step (`set_alpha_to_one`), no clipping, eta 0, ε-prediction. Every sampler of
+//! [`crate::sampler`] starts from it.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,7 @@ impl SchedulerConfig {
         (1..=t).rev().find(|&n| (n - 1) * (t / n) + offset < t).unwrap_or(0)
     }
 
-    /// Checks every setting against what [`Ddim`] supports and the ranges DDIM is defined on:
+    /// Checks every setting against what the samplers support and the ranges DDIM is defined on:
     /// a known scheduler, schedule and prediction, `2 ≤ num_train_timesteps ≤`
     /// [`MAX_TRAIN_TIMESTEPS`], finite `0 < beta_start ≤ beta_end < 1`, and
     /// `steps_offset < num_train_timesteps`. The error names the manifest field (`scheduler.…`).
@@ -108,88 +109,36 @@ impl SchedulerConfig {
     }
 }
 
-/// The DDIM scheduler of one configuration: its ᾱ table, timesteps and update.
-#[derive(Clone, Debug)]
-pub struct Ddim {
-    /// The configuration it was made from.
-    pub config: SchedulerConfig,
-    /// ᾱ_t for t = 0 … num_train_timesteps−1 (f32, as the reference computes them).
-    pub alphas_cumprod: Vec<f32>,
-    final_alpha_cumprod: f32,
-}
-
-impl Ddim {
-    /// The scheduler for `config`; an error says which setting is not supported or out of range
-    /// (see [`SchedulerConfig::validate`]).
-    pub fn new(config: SchedulerConfig) -> Result<Self, String> {
-        config.validate().map_err(|e| e.to_string())?;
-        let n = config.num_train_timesteps;
-        let betas: Vec<f32> = match config.beta_schedule.as_str() {
-            // torch.linspace(beta_start, beta_end, n) in f32
-            "linear" => (0..n).map(|i| (config.beta_start + (config.beta_end - config.beta_start) * i as f64 / (n - 1) as f64) as f32).collect(),
-            "scaled_linear" => {
-                let (a, b) = (config.beta_start.sqrt(), config.beta_end.sqrt());
-                (0..n).map(|i| ((a + (b - a) * i as f64 / (n - 1) as f64) as f32).powi(2)).collect()
-            }
-            other => return Err(format!("beta schedule `{other}` is not supported (linear, scaled_linear)")),
-        };
-        let mut alphas_cumprod = Vec::with_capacity(n);
-        let mut acc = 1f32;
-        for b in &betas {
-            acc *= 1.0 - b;
-            alphas_cumprod.push(acc);
-        }
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
-        Ok(Self { config, alphas_cumprod, final_alpha_cumprod })
-    }
-
-    /// Leading spacing: `(N−1−i)·(T/N) + steps_offset` (empty for 0 steps).
-    pub fn timesteps(&self, steps: usize) -> Vec<usize> {
-        if steps == 0 {
-            return Vec::new();
-        }
-        let ratio = self.config.num_train_timesteps / steps;
-        (0..steps).map(|i| (steps - 1 - i) * ratio + self.config.steps_offset).collect()
-    }
-
-    /// One DDIM step (eta 0) in place: `x ← √ᾱ_prev·x0 + √(1−ᾱ_prev)·ε`, `x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t`,
-    /// with `prev = t − T/N` (ᾱ_prev = 1 below 0).
-    pub fn step(&self, x: &mut [f32], eps: &[f32], t: usize, steps: usize) {
-        let prev = t as i64 - (self.config.num_train_timesteps / steps.max(1)) as i64;
-        let a_t = self.alphas_cumprod[t];
-        let a_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
-        let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-        let (pa, pb) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
-        for (xi, &e) in x.iter_mut().zip(eps) {
-            let x0 = (*xi - sb * e) / sa;
-            *xi = pa * x0 + pb * e;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::noise::SplitMix;
+    use crate::sampler::schedule::Table;
+    use crate::sampler::{Sampler, SamplerOptions};
 
     pub fn official() -> SchedulerConfig {
         SchedulerConfig::animatediff_ddim()
     }
 
+    fn ddim(steps: usize) -> Sampler {
+        Sampler::new(&official(), SamplerOptions::default(), steps).unwrap()
+    }
+
     #[test]
     fn timesteps_are_leading_with_offset() {
-        let d = Ddim::new(official()).unwrap();
-        let t25 = d.timesteps(25);
-        assert_eq!(t25.first(), Some(&961));
-        assert_eq!(t25.last(), Some(&1));
-        assert_eq!(&t25[..3], &[961, 921, 881]);
-        assert!(t25.windows(2).all(|w| w[0] - w[1] == 40));
-        assert_eq!(d.timesteps(4), vec![751, 501, 251, 1]);
+        let t25 = ddim(25).timesteps().to_vec();
+        assert_eq!(t25.first(), Some(&961.0));
+        assert_eq!(t25.last(), Some(&1.0));
+        assert_eq!(&t25[..3], &[961.0, 921.0, 881.0]);
+        assert!(t25.windows(2).all(|w| w[0] - w[1] == 40.0));
+        assert_eq!(ddim(4).timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+        assert_eq!(official().max_steps(), 999);
     }
 
     #[test]
     fn alphas_match_float64_reference_values() {
         // docs/spec.md §8.1, computed in float64 independently of this code
-        let d = Ddim::new(official()).unwrap();
+        let d = Table::new(&official());
         for (t, want) in [(0, 0.999150), (1, 0.998290), (41, 0.955678), (481, 0.181388), (921, 0.003914), (961, 0.002478), (999, 0.001579)] {
             let got = d.alphas_cumprod[t] as f64;
             assert!((got - want).abs() < 2e-6, "ᾱ_{t} = {got}, expected {want}");
@@ -197,18 +146,18 @@ mod tests {
         // SD's scaled_linear differs, as the spec warns
         let mut c = official();
         c.beta_schedule = "scaled_linear".into();
-        let s = Ddim::new(c).unwrap();
+        let s = Table::new(&c);
         assert!((s.alphas_cumprod[961] as f64 - 0.007282).abs() < 2e-6);
         assert!((s.alphas_cumprod[481] as f64 - 0.302296).abs() < 2e-6);
     }
 
     #[test]
     fn last_step_uses_alpha_one_and_returns_x0() {
-        let d = Ddim::new(official()).unwrap();
+        let mut d = ddim(25);
         let (x0, eps) = (0.7f32, -0.3f32);
-        let a = d.alphas_cumprod[1];
+        let a = Table::new(&official()).alphas_cumprod[1];
         let mut x = vec![a.sqrt() * x0 + (1.0 - a).sqrt() * eps];
-        d.step(&mut x, &[eps], 1, 25);
+        d.step(24, &[eps], &mut x, &mut SplitMix::new(0));
         assert!((x[0] - x0).abs() < 1e-6, "{}", x[0]);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //!     animate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps 25] [--guidance 7.5]
 //!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
-//!             [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8]
+//!             [--scheduler ddim|euler|euler-ancestral|dpmpp-2m|lcm] [--karras] [--timestep-spacing S] [--eta X]
+//!             [--noise torch|splitmix] [--noise-out FILE.npy] [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8]
 //!             --out FILE.gif|FILE.webp|DIR/ | --frames-dir DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo [--demo-model base|personalized|random] --out demo.gif
@@ -20,7 +21,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use animatediff_build::out_dir::Notice;
 use animatediff_cli::{demo, latents, limits, media, prompt_config};
-use animatediff_runtime::{check_sampling, noise, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, VideoShape};
+use animatediff_runtime::noise::NoiseKind;
+use animatediff_runtime::{check_sampling, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, SamplerKind, SamplerOptions, Sampling, Spacing, VideoShape};
 
 #[derive(Parser)]
 #[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)", args_conflicts_with_subcommands = true)]
@@ -86,6 +88,29 @@ struct Args {
     /// Denoising steps: 1 to 1000 (at most the model's training timesteps).
     #[arg(long, default_value_t = 25, value_parser = limits::parse::steps)]
     steps: usize,
+    /// Sampler: ddim (the official one), euler, euler-ancestral, dpmpp-2m or lcm, each as current
+    /// diffusers' scheduler of that name (see the README's sampler table).
+    #[arg(long, default_value = "ddim")]
+    scheduler: SamplerKind,
+    /// Karras sigmas (euler and dpmpp-2m; DPM++ 2M Karras is `--scheduler dpmpp-2m --karras`).
+    #[arg(long)]
+    karras: bool,
+    /// Timestep spacing: leading, linspace or trailing (default: the sampler's own in diffusers,
+    /// leading for ddim, linspace for euler, euler-ancestral and dpmpp-2m; lcm has its own
+    /// schedule). AnimateDiff-Lightning wants `--scheduler euler --timestep-spacing trailing`.
+    #[arg(long)]
+    timestep_spacing: Option<Spacing>,
+    /// DDIM's η, a number from 0 (deterministic, the default) to 1.
+    #[arg(long, value_parser = limits::parse::eta)]
+    eta: Option<f32>,
+    /// Seed to noise: torch (PyTorch's CPU generator, bit for bit: the same noise as ComfyUI and
+    /// diffusers with a CPU generator for the same seed) or splitmix (this tool's earlier generator).
+    #[arg(long, default_value = "torch")]
+    noise: NoiseKind,
+    /// Write the drawn initial noise (unit variance, before the sampler's scaling) as f32 .npy:
+    /// exactly what --latents-in accepts.
+    #[arg(long, conflicts_with = "latents_in")]
+    noise_out: Option<PathBuf>,
     /// Classifier-free guidance scale, a finite number from 0 to 100 (active when > 1); default 7.5.
     #[arg(long, value_parser = limits::parse::guidance, allow_hyphen_values = true)]
     guidance: Option<f32>,
@@ -111,7 +136,9 @@ struct Args {
     /// TensorRT engine cache directory.
     #[arg(long)]
     trt_cache: Option<PathBuf>,
-    /// Start from these latents (f32 .npy of shape (1, 4, F, h, w)) instead of seeded noise.
+    /// Start from this unit-variance noise (f32 .npy of shape (1, 4, F, h, w), diffusers'
+    /// `latents=`: the sampler multiplies it by its initial σ) instead of seeded noise; the seed
+    /// then serves only the per-step noise of ancestral samplers.
     #[arg(long)]
     latents_in: Option<PathBuf>,
     /// Write the final latents (before decoding) as f32 .npy.
@@ -151,8 +178,7 @@ struct Job {
     prompt: String,
     negative: String,
     seed: Option<u64>,
-    steps: usize,
-    guidance: f32,
+    sampling: Sampling,
     shape: VideoShape,
     out: PathBuf,
 }
@@ -247,10 +273,11 @@ fn run(mut args: Args) -> Result<(), String> {
 
 /// Checks every job's video shape and sampling settings against the model before any graph
 /// loads, with the runtime's own checks (the ones `Pipeline::load` and `sample` make): frames
-/// within the motion module's maximum, steps within the scheduler's, finite guidance.
+/// within the motion module's maximum, a sampler with options it has and steps it can take,
+/// finite guidance.
 fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<(), String> {
     for job in jobs {
-        job.shape.check(artifact).and_then(|()| check_sampling(artifact, job.steps, job.guidance)).map_err(|e| match jobs.len() {
+        job.shape.check(artifact).and_then(|()| check_sampling(artifact, &job.sampling)).map_err(|e| match jobs.len() {
             1 => with_flags(e),
             _ => format!("job {}: {}", job.name, with_flags(e)),
         })?;
@@ -286,14 +313,19 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
         height: args.height.or(height).unwrap_or(default_px),
         width: args.width.or(width).unwrap_or(default_px),
     };
+    let sampler = |keys: prompt_config::SamplerKeys| SamplerOptions {
+        kind: keys.kind.unwrap_or(args.scheduler),
+        karras: keys.karras.unwrap_or(args.karras),
+        spacing: keys.spacing.or(args.timestep_spacing),
+        eta: keys.eta.or(args.eta).unwrap_or(0.0),
+    };
     let Some(cfg) = &args.config else {
         return Ok(vec![Job {
             name: "prompt".into(),
             prompt: args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into()),
             negative: args.negative.clone(),
             seed: args.seed,
-            steps: args.steps,
-            guidance: args.guidance.unwrap_or(default_guidance),
+            sampling: Sampling { sampler: sampler(Default::default()), steps: args.steps, guidance: args.guidance.unwrap_or(default_guidance) },
             shape: shape(None, None, None),
             out: out.to_path_buf(),
             format,
@@ -314,8 +346,11 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
         prompt: j.prompt,
         negative: j.negative,
         seed: j.seed,
-        steps: j.steps.unwrap_or(args.steps),
-        guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
+        sampling: Sampling {
+            sampler: sampler(j.sampler),
+            steps: j.steps.unwrap_or(args.steps),
+            guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
+        },
     };
     Ok(list.into_iter().enumerate().map(job).collect())
 }
@@ -341,18 +376,21 @@ fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &
     let start = Instant::now();
     let c = p.artifact.latent_channels();
     let latent_shape = latent_shape(&p.artifact, job);
-    let (latents, seed) = match latents_in {
-        Some(a) => (a.iter().copied().collect(), None),
-        None => {
-            let seed = job.seed.unwrap_or_else(random_seed);
-            (noise::gaussian(seed, job.shape.latent_len(c)), Some(seed))
-        }
+    // the seed's generator draws the initial noise (unless given) and then the per-step noise
+    let seed = job.seed.unwrap_or_else(random_seed);
+    let mut generator = args.noise.generator(seed);
+    let noise = match latents_in {
+        Some(a) => a.iter().copied().collect(),
+        None => generator.draw(job.shape.latent_len(c)),
     };
+    if let Some(path) = &args.noise_out {
+        write_latents(path, &latent_shape, &noise)?;
+    }
     let uncond = p.tokenize(&job.negative).map_err(with_flags)?;
     let cond = p.tokenize(&job.prompt).map_err(with_flags)?;
     let ctx = p.encode(&uncond, &cond).map_err(with_flags)?;
-    let steps = bar(quiet, job.steps as u64, "denoising");
-    let latents = p.sample(&ctx, latents, job.steps, job.guidance, |_, _| steps.inc(1)).map_err(with_flags)?;
+    let steps = bar(quiet, job.sampling.steps as u64, "denoising");
+    let latents = p.sample_with(&ctx, noise, &job.sampling, generator.as_mut(), |_, _| steps.inc(1)).map_err(with_flags)?;
     steps.finish_and_clear();
     if let Some(path) = &args.latents_out {
         write_latents(path, &latent_shape, &latents)?;
@@ -362,24 +400,43 @@ fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &
     decoding.finish_and_clear();
     media::write(&job.out, job.format, &frames, args.fps, &notify)?;
     if !quiet {
-        let seed = seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "latents from --latents-in".into());
-        let (name, out, shape) = (&job.name, job.out.display(), job.shape);
+        let seed = match args.latents_in {
+            Some(_) => format!("noise from --latents-in, {} seed {seed} for the steps", args.noise.name()),
+            None => format!("{} seed {seed}", args.noise.name()),
+        };
+        let (name, out, shape, sampling) = (&job.name, job.out.display(), job.shape, &job.sampling);
+        let sampler = describe_sampler(&sampling.sampler);
         eprintln!(
-            "animate: {name} -> {out} ({} frames {}x{}, {} steps, guidance {}, {seed}, {} on {}, {:.1}s)",
+            "animate: {name} -> {out} ({} frames {}x{}, {sampler}, {} steps, guidance {}, {seed}, {} on {}, {:.1}s)",
             frames.len(),
             shape.width,
             shape.height,
-            job.steps,
-            job.guidance,
+            sampling.steps,
+            sampling.guidance,
             p.artifact.motion_version(),
             runtime.ep,
             start.elapsed().as_secs_f64()
         );
-    } else if job.seed.is_none() && args.latents_in.is_none() {
+    } else if job.seed.is_none() {
         // a random seed is always reported, so the video can be made again
-        eprintln!("animate: {}: seed {}", job.name, seed.unwrap_or_default());
+        eprintln!("animate: {}: seed {seed}", job.name);
     }
     Ok(())
+}
+
+/// `dpmpp-2m karras linspace`, `ddim leading eta 0.5`: the sampler as the summary line names it.
+fn describe_sampler(o: &SamplerOptions) -> String {
+    let mut s = o.kind.to_string();
+    if o.karras {
+        s.push_str(" karras");
+    }
+    if o.kind != SamplerKind::Lcm {
+        s = format!("{s} {}", o.spacing().name());
+    }
+    if o.eta != 0.0 {
+        s = format!("{s} eta {}", o.eta);
+    }
+    s
 }
 
 /// A runtime error as `animate` reports it: the library settings it names as this command's flags.
@@ -396,6 +453,10 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
             Setting::Steps => "--steps",
             Setting::Guidance => "--guidance",
             Setting::Latents => "--latents-in",
+            Setting::Sampler => "--scheduler",
+            Setting::Spacing => "--timestep-spacing",
+            Setting::Karras => "--karras",
+            Setting::Eta => "--eta",
             other => return other.to_string(),
         }
         .into()
