@@ -23,6 +23,9 @@ pub const MAX_GUIDANCE: f32 = 100.0;
 /// Most frames per second: GIF frame delays are whole hundredths of a second.
 pub const MAX_FPS: u32 = 100;
 
+/// Best MP4 quality (`--quality`; 1 is the smallest file): H.264 QP 12, see [`crate::video::qp_of`].
+pub const MAX_QUALITY: u32 = 100;
+
 /// Largest LoRA multiplier in magnitude (usual values are −2 to 2).
 pub const MAX_LORA_SCALE: f32 = 100.0;
 
@@ -51,6 +54,11 @@ pub fn steps(n: usize) -> Result<usize, String> {
 /// Frames per second from 1 to [`MAX_FPS`].
 pub fn fps(n: u32) -> Result<u32, String> {
     in_range(n, 1, MAX_FPS, "frames per second").map_err(|e| format!("{e} (GIF frame delays are whole hundredths of a second)"))
+}
+
+/// An MP4 quality from 1 to [`MAX_QUALITY`].
+pub fn quality(q: u32) -> Result<u8, String> {
+    in_range(q, 1, MAX_QUALITY, "quality").map(|q| q as u8).map_err(|e| format!("{e} (1: smallest file, H.264 QP 51; 100: best, QP 12)"))
 }
 
 /// A guidance scale: a finite number from 0 to [`MAX_GUIDANCE`] (above 1 it guides).
@@ -112,6 +120,11 @@ pub mod parse {
         super::fps(number(s, &format!("a whole number of frames per second from 1 to {MAX_FPS}"))?)
     }
 
+    /// `--quality`: see [`quality`](super::quality).
+    pub fn quality(s: &str) -> Result<u8, String> {
+        super::quality(number(s, &format!("a whole number from 1 to {MAX_QUALITY}"))?)
+    }
+
     /// `--guidance`: see [`guidance`](super::guidance) (`nan` and `inf` are refused).
     pub fn guidance(s: &str) -> Result<f32, String> {
         super::guidance(number(s, &format!("a number from 0 to {MAX_GUIDANCE}"))?)
@@ -163,6 +176,11 @@ mod tests {
         assert!(parse::steps("0").unwrap_err().contains("from 1 to 1000"));
         assert!(parse::steps("1001").is_err());
         assert!(parse::fps("0").unwrap_err().contains("from 1 to 100"));
+        for bad in ["0", "101", "256", "-1", "80.5"] {
+            let e = parse::quality(bad).unwrap_err();
+            assert!(e.contains("from 1 to 100"), "{bad}: {e}");
+        }
+        assert_eq!((parse::quality("1"), parse::quality("100")), (Ok(1), Ok(100)));
         assert!(parse::frames("0").unwrap_err().contains("from 1 to 1024"));
         assert!(parse::opset("11").unwrap_err().contains("from 17 to 99"));
         assert_eq!(parse::opset("23"), Ok(23));

@@ -1,8 +1,8 @@
-//! Writes frames as an animated GIF, an animated WebP or a directory of PNGs. A GIF or WebP is
-//! written under a temporary name and renamed when complete; PNG frames are written into a
-//! temporary directory that [`out_dir`] puts in place, and only over a new, empty or earlier
-//! frames directory of ours (each frame carries a text chunk naming its writer). A failure never
-//! leaves a partial output.
+//! Writes frames as an animated GIF, an animated WebP, an H.264 MP4 ([`video`](crate::video)) or a
+//! directory of PNGs. A GIF, WebP or MP4 is written under a temporary name and renamed when
+//! complete; PNG frames are written into a temporary directory that [`out_dir`] puts in place,
+//! and only over a new, empty or earlier frames directory of ours (each frame carries a text
+//! chunk naming its writer). A failure never leaves a partial output.
 
 use std::path::{Path, PathBuf};
 
@@ -10,20 +10,26 @@ use animatediff_runtime::Frame;
 
 use animatediff_build::out_dir::{self, Claim, Notice};
 
+/// What `animate` writes, chosen by the output path ([`Format::of`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Gif,
     Webp,
+    /// H.264 in MP4 at `quality` 1–100 (see [`video::qp_of`](crate::video::qp_of)).
+    Mp4 {
+        quality: u8,
+    },
     PngDir,
 }
 
-/// Extensions of files `animate` does not write: `--out clip.mp4` is an error, not a directory
-/// of frames named `clip.mp4`.
-const NOT_WRITTEN: &[&str] = &["png", "jpg", "jpeg", "apng", "mp4", "webm", "mov", "mkv", "avi"];
+/// Extensions of files `animate` does not write: `--out clip.mov` is an error, not a directory
+/// of frames named `clip.mov`.
+const NOT_WRITTEN: &[&str] = &["png", "jpg", "jpeg", "apng", "webm", "mov", "mkv", "avi"];
 
 impl Format {
     /// From the output path: a path ending in a separator (`DIR/`) is a directory of PNG frames;
-    /// else `.gif`, `.webp`, and anything else is a directory of PNG frames too.
+    /// else `.gif`, `.webp`, `.mp4` (at [`video::DEFAULT_QUALITY`](crate::video::DEFAULT_QUALITY)),
+    /// and anything else is a directory of PNG frames too.
     pub fn of(path: &Path) -> Format {
         if ends_in_separator(path) {
             return Format::PngDir;
@@ -31,7 +37,17 @@ impl Format {
         match extension(path).as_deref() {
             Some("gif") => Format::Gif,
             Some("webp") => Format::Webp,
+            Some("mp4") => Format::Mp4 { quality: crate::video::DEFAULT_QUALITY },
             _ => Format::PngDir,
+        }
+    }
+
+    /// This format at `--quality`, which only an MP4 takes (an error names the flag otherwise).
+    pub fn with_quality(self, quality: Option<u8>) -> Result<Format, String> {
+        match (self, quality) {
+            (_, None) => Ok(self),
+            (Format::Mp4 { .. }, Some(quality)) => Ok(Format::Mp4 { quality }),
+            (_, Some(_)) => Err("--quality applies to MP4 output (--out FILE.mp4) only: GIF is palette-based, WebP lossless and PNG frames lossless".into()),
         }
     }
 }
@@ -53,12 +69,12 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
-/// Checks, before any work, that `path` can take an output of `format`: a GIF or WebP file is
-/// not an existing directory; a frames directory is new, empty or frames of ours (stale
+/// Checks, before any work, that `path` can take an output of `format`: a GIF, WebP or MP4 file
+/// is not an existing directory; a frames directory is new, empty or frames of ours (stale
 /// temporaries of earlier runs beside it are removed and told to `notify`).
 pub fn check(path: &Path, format: Format, notify: &dyn Fn(&Notice)) -> Result<(), String> {
     match format {
-        Format::Gif | Format::Webp => {
+        Format::Gif | Format::Webp | Format::Mp4 { .. } => {
             if path.file_name().is_none() || ends_in_separator(path) {
                 return Err(err(path, "names no file; give a file name such as out.gif"));
             }
@@ -66,7 +82,7 @@ pub fn check(path: &Path, format: Format, notify: &dyn Fn(&Notice)) -> Result<()
             if path.is_dir() {
                 return Err(err(
                     path,
-                    "is a directory, and a GIF or WebP output is a file: choose another name, or end the path with / (or use --frames-dir) for PNG frames",
+                    "is a directory, and a GIF, WebP or MP4 output is a file: choose another name, or end the path with / (or use --frames-dir) for PNG frames",
                 ));
             }
             Ok(())
@@ -79,7 +95,7 @@ fn claim_frames(path: &Path, notify: &dyn Fn(&Notice)) -> Result<Claim, String> 
     if let Some(ext) = extension(path).filter(|e| NOT_WRITTEN.contains(&e.as_str()) && !ends_in_separator(path)) {
         return Err(err(
             path,
-            format!("animate does not write .{ext} files: use .gif or .webp, or a directory (DIR/ or --frames-dir DIR) for PNG frames"),
+            format!("animate does not write .{ext} files: use .gif, .webp or .mp4, or a directory (DIR/ or --frames-dir DIR) for PNG frames"),
         ));
     }
     Claim::frames(path, notify).map_err(|e| e.to_string())
@@ -108,6 +124,7 @@ pub fn write(path: &Path, format: Format, frames: &[Frame], fps: u32, notify: &d
     let tmp = temp_sibling(path);
     let result = match format {
         Format::Gif => write_gif(&tmp, frames, fps),
+        Format::Mp4 { quality } => write_mp4(&tmp, frames, fps, quality),
         _ => write_webp(&tmp, frames, fps),
     };
     if let Err(e) = result {
@@ -129,6 +146,11 @@ fn write_gif(path: &Path, frames: &[Frame], fps: u32) -> Result<(), String> {
         enc.encode_frame(image::Frame::from_parts(img, 0, 0, delay)).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+fn write_mp4(path: &Path, frames: &[Frame], fps: u32, quality: u8) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    crate::video::write(std::io::BufWriter::new(file), frames, fps, quality)
 }
 
 fn write_webp(path: &Path, frames: &[Frame], fps: u32) -> Result<(), String> {

@@ -1,10 +1,12 @@
-//! The `animate` binary on the demo model: outputs decode back to the right frame count, size and
-//! frame rate; the same seed gives the same frames; latents round-trip through .npy; prompt
+//! The `animate` binary on the demo model: outputs (GIF, WebP, PNG frames, MP4) decode back to the
+//! right frame count, size and frame rate, an MP4 close to the PNG frames and with BT.601 signalled; the same seed gives the same frames; latents round-trip through .npy; prompt
 //! configs run as a batch; providers that are missing are errors unless falling back is asked
 //! for (and then reported); bad input fails clearly and leaves no output file.
 
 use std::path::Path;
 use std::process::{Command, Output};
+
+mod mp4_check;
 
 fn animate(cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_animate")).env("ANIMATEDIFF_CACHE", cache).args(args).output().unwrap()
@@ -65,6 +67,91 @@ fn demo_outputs_decode_back() {
     assert_eq!(first.dimensions(), (64, 64));
     // lossless WebP frames equal the PNG frames
     assert_eq!(frames[0].buffer().pixels().map(|p| [p[0], p[1], p[2]]).collect::<Vec<_>>(), first.pixels().map(|p| p.0).collect::<Vec<_>>());
+}
+
+/// The PNG frames `frame_0000.png`, ... of a directory, as RGB.
+fn png_frames(dir: &Path, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| image::open(dir.join(format!("frame_{i:04}.png"))).unwrap().to_rgb8().into_raw()).collect()
+}
+
+#[test]
+fn demo_mp4_decodes_back_close_to_the_png_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (mp4, pngs) = (dir.path().join("demo.mp4"), dir.path().join("frames"));
+    ok(&animate(&cache, &["--demo", "--seed", "1", "--steps", "4", "--fps", "10", "--quiet", "--out", s(&mp4)]));
+    ok(&animate(&cache, &["--demo", "--seed", "1", "--steps", "4", "--quiet", "--out", s(&pngs)]));
+    let v = mp4_check::read(&mp4);
+    let size = std::fs::metadata(&mp4).unwrap().len();
+    println!("demo.mp4: {size} bytes, {} track(s), {}x{}, timescale {}, durations {:?}, sync {:?}, SPS {:?}", v.tracks, v.width, v.height, v.timescale, v.durations, v.sync, v.sps);
+    assert_eq!((v.tracks, v.width, v.height, v.durations.len()), (1, 64, 64, 16));
+    assert!(v.durations.iter().all(|&d| v.timescale == 10 * d), "10 fps exactly: {} / {:?}", v.timescale, v.durations);
+    assert!(v.sync[0], "starts with a keyframe");
+    assert_eq!((v.sps.width, v.sps.height), (64, 64));
+    assert!(v.sps.level_idc <= 11, "the level of 64x64 at 10 fps (1 or 1.1), not a bitrate's: {}", v.sps.level_idc);
+    assert_eq!(v.sps.colour, Some((false, 6, 6, 6)), "BT.601 limited range signalled in the SPS");
+    let want = png_frames(&pngs, 16);
+    assert_eq!(v.frames.len(), 16, "decoded frames");
+    let psnr: Vec<f64> = v.frames.iter().zip(&want).map(|(f, w)| mp4_check::psnr(&f.rgb, w)).collect();
+    let all = mp4_check::psnr(&v.frames.iter().flat_map(|f| f.rgb.clone()).collect::<Vec<_>>(), &want.concat());
+    println!("PSNR against the PNG frames at the default quality: {all:.2} dB (frames {:.1?})", psnr);
+    assert!(v.frames.iter().all(|f| (f.width, f.height) == (64, 64)));
+    assert!(all >= 33.0 && psnr.iter().all(|&p| p >= 30.0), "{all} {psnr:?}");
+}
+
+/// `w`×`h` frames of a grey texture (luma detail) over smooth colour (chroma that 4:2:0 keeps),
+/// moving one pixel a frame.
+fn moving_gradient(w: usize, h: usize, n: usize) -> Vec<animatediff_runtime::Frame> {
+    let px = |i: usize, x: usize, y: usize| {
+        let wave = 60.0 * ((x + i) as f32 / 4.0).sin() * (y as f32 / 3.0).cos();
+        [(90.0 + x as f32 + wave) as u8, (128.0 + wave) as u8, (90.0 + 2.0 * y as f32 + wave) as u8]
+    };
+    let frame = |i| animatediff_runtime::Frame { width: w, height: h, rgb: (0..h).flat_map(|y| (0..w).flat_map(move |x| px(i, x, y))).collect() };
+    (0..n).map(frame).collect()
+}
+
+#[test]
+fn mp4_sizes_not_multiple_of_16_fps_and_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = moving_gradient(40, 24, 9);
+    let mut results = Vec::new();
+    for quality in [1, animatediff_cli::video::DEFAULT_QUALITY, 100] {
+        let path = dir.path().join(format!("q{quality}.mp4"));
+        animatediff_cli::video::write(std::fs::File::create(&path).unwrap(), &frames, 7, quality).unwrap();
+        let v = mp4_check::read(&path);
+        assert_eq!((v.width, v.height, v.sps.width, v.sps.height), (40, 24, 40, 24), "cropped to the exact size");
+        assert!(v.frames.iter().all(|f| (f.width, f.height) == (40, 24)));
+        assert_eq!((v.frames.len(), v.durations.len()), (9, 9));
+        assert!(v.durations.iter().all(|&d| v.timescale == 7 * d), "7 fps: {} / {:?}", v.timescale, v.durations);
+        assert_eq!((v.sync[0], v.sps.colour), (true, Some((false, 6, 6, 6))));
+        let psnr = mp4_check::psnr(&v.frames.iter().flat_map(|f| f.rgb.clone()).collect::<Vec<_>>(), &frames.iter().flat_map(|f| f.rgb.clone()).collect::<Vec<_>>());
+        let size = std::fs::metadata(&path).unwrap().len();
+        println!("40x24, quality {quality}: {size} bytes, PSNR {psnr:.2} dB");
+        results.push((psnr, size));
+    }
+    assert!(results.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "higher quality: higher PSNR, larger file: {results:?}");
+    assert!(results[1].0 > 38.0 && results[2].0 > 43.0, "{results:?}");
+    let e = animatediff_cli::video::write(std::io::Cursor::new(Vec::new()), &moving_gradient(31, 24, 1), 8, 80).unwrap_err();
+    assert!(e.contains("31x24") && e.contains("even"), "{e}");
+}
+
+#[test]
+fn mp4_flags_and_paths_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (mp4, gif) = (dir.path().join("x.mp4"), dir.path().join("x.gif"));
+    for bad in ["0", "101", "high"] {
+        let o = animate(&cache, &["--demo", "--quality", bad, "--out", s(&mp4)]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains(&format!("'{bad}' for '--quality")) && e.contains("from 1 to 100"), "{e}");
+    }
+    let e = failed(&animate(&cache, &["--demo", "--quality", "90", "--out", s(&gif)]));
+    assert!(e.contains("--quality applies to MP4 output"), "{e}");
+    std::fs::create_dir(&mp4).unwrap();
+    let e = failed(&animate(&cache, &["--demo", "--out", s(&mp4)]));
+    assert!(e.contains("x.mp4: is a directory"), "{e}");
+    assert!(!gif.exists() && !cache.exists(), "refused before the demo model was built");
 }
 
 #[test]

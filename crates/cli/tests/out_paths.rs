@@ -255,9 +255,9 @@ fn animate_writes_frames_only_into_a_new_empty_or_own_directory() {
     let e = failed(&animate(dir, "1", &["--out", "notes"]));
     assert!(e.contains("notes: exists and is not a directory"), "{e}");
     assert_eq!(std::fs::read_to_string(dir.join("notes")).unwrap(), "notes");
-    let e = failed(&animate(dir, "1", &["--out", "clip.mp4"]));
-    assert!(e.contains("clip.mp4") && e.contains(".mp4"), "{e}");
-    assert!(!dir.join("clip.mp4").exists());
+    let e = failed(&animate(dir, "1", &["--out", "clip.mov"]));
+    assert!(e.contains("clip.mov") && e.contains(".mov") && e.contains(".mp4"), "{e}");
+    assert!(!dir.join("clip.mov").exists());
 
     let left: Vec<String> = names(dir).into_iter().filter(|n| n.contains(".partial") || n.contains(".old")).collect();
     assert!(left.is_empty(), "{left:?}");

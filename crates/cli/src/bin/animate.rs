@@ -1,12 +1,12 @@
-//! `animate`: tokenises prompts, runs DDIM with classifier-free guidance over an artifact's graphs
+//! `animate`: tokenises prompts, samples (DDIM, Euler, Euler a, DPM++ 2M, LCM) with classifier-free guidance over an artifact's graphs
 //! on tract (default, pure Rust) or ONNX Runtime (CPU, CUDA, TensorRT, DirectML), and writes an
-//! animated GIF, an animated WebP or PNG frames.
+//! animated GIF, an animated WebP, an H.264 MP4 or PNG frames.
 //!
 //!     animate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps 25] [--guidance 7.5]
 //!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
 //!             [--scheduler ddim|euler|euler-ancestral|dpmpp-2m|lcm] [--karras] [--timestep-spacing S] [--eta X]
-//!             [--noise torch|splitmix] [--noise-out FILE.npy] [--latents-in FILE.npy] [--latents-out FILE.npy] [--fps 8]
-//!             --out FILE.gif|FILE.webp|DIR/ | --frames-dir DIR
+//!             [--noise torch|splitmix] [--noise-out FILE.npy] [--latents-in FILE.npy] [--latents-out FILE.npy]
+//!             [--fps 8] [--quality 80] --out FILE.gif|FILE.webp|FILE.mp4|DIR/ | --frames-dir DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo [--demo-model base|personalized|random] --out demo.gif
 //!     animate check --model DIR --ep A [--against B | --golden FILE.npz] [--tolerance X] [--json]
@@ -144,9 +144,13 @@ struct Args {
     /// Write the final latents (before decoding) as f32 .npy.
     #[arg(long)]
     latents_out: Option<PathBuf>,
-    /// Frames per second of GIF/WebP output, 1 to 100 (the official code writes 8).
+    /// Frames per second of GIF/WebP/MP4 output, 1 to 100 (the official code writes 8).
     #[arg(long, default_value_t = 8, value_parser = limits::parse::fps)]
     fps: u32,
+    /// MP4 quality, 1 to 100 (a constant H.264 quantiser: 1 = QP 51, smallest; 100 = QP 12,
+    /// best); default 80 (QP 20). Only for --out FILE.mp4.
+    #[arg(long, value_parser = limits::parse::quality)]
+    quality: Option<u8>,
     /// AnimateDiff prompt config (YAML): one output per prompt, into --out DIR.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -159,9 +163,9 @@ struct Args {
     /// fixture set (noise frames).
     #[arg(long, value_enum)]
     demo_model: Option<demo::DemoModel>,
-    /// `FILE.gif`, `FILE.webp`, or a directory (`DIR/`: PNG frames `frame_0000.png`, ...; with
-    /// --config, one output per prompt). A frames directory must be new, empty, or frames an
-    /// earlier run wrote (nothing else is replaced).
+    /// `FILE.gif`, `FILE.webp`, `FILE.mp4` (H.264, yuv420p, BT.601), or a directory (`DIR/`: PNG
+    /// frames `frame_0000.png`, ...; with --config, one output per prompt). A frames directory
+    /// must be new, empty, or frames an earlier run wrote (nothing else is replaced).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Write PNG frames into this directory (as --out DIR/).
@@ -228,8 +232,9 @@ fn run(mut args: Args) -> Result<(), String> {
     let (out, format) = match (&args.out, &args.frames_dir) {
         (Some(out), _) => (out.clone(), media::Format::of(out)),
         (None, Some(dir)) => (dir.clone(), media::Format::PngDir),
-        (None, None) => return Err("--out FILE.gif|FILE.webp|DIR/ (or --frames-dir DIR) is required".into()),
+        (None, None) => return Err("--out FILE.gif|FILE.webp|FILE.mp4|DIR/ (or --frames-dir DIR) is required".into()),
     };
+    let format = format.with_quality(args.quality)?;
     if args.config.is_none() {
         media::check(&out, format, &notify)?; // before any work
     }
