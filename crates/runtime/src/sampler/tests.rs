@@ -57,23 +57,28 @@ fn row(a: &ArrayD<f32>, i: usize) -> Vec<f32> {
     a.index_axis(ndarray::Axis(0), i).iter().copied().collect()
 }
 
-fn check_case(z: &mut NpzReader<File>, case: &str) -> f64 {
+/// The worst relative latents error over the steps, and the largest timestep difference.
+fn check_case(z: &mut NpzReader<File>, case: &str) -> (f64, f64) {
     let get_f32 = |z: &mut NpzReader<File>, name: &str| -> ArrayD<f32> { z.by_name(&format!("{case}__{name}")).unwrap() };
     let (options, steps) = options_of(case);
     if options.kind == SamplerKind::Lcm && options.spacing.is_some() {
         // diffusers' LCMScheduler ignores timestep_spacing; we refuse it rather than ignore it
         let e = Sampler::new(&SchedulerConfig::animatediff_ddim(), options, steps).unwrap_err();
         assert!(matches!(e, Error::Invalid { setting: Setting::Spacing, .. }), "{case}: {e}");
-        return 0.0;
+        return (0.0, 0.0);
     }
     let mut s = Sampler::new(&SchedulerConfig::animatediff_ddim(), options, steps).unwrap_or_else(|e| panic!("{case}: {e}"));
     let want_t: ArrayD<f64> = z.by_name(&format!("{case}__timesteps")).unwrap();
     let got_t: Vec<f64> = s.timesteps().iter().map(|&t| t as f64).collect();
     let t_err = got_t.iter().zip(want_t.iter()).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
     assert_eq!(got_t.len(), want_t.len(), "{case}: timesteps {got_t:?} vs {want_t:?}");
-    // Euler's Karras timesteps are fractional, mapped back through NumPy's float32 ln σ table
-    let exact = !(options.karras && options.kind == SamplerKind::Euler);
-    assert!(if exact { t_err == 0.0 } else { t_err < 1e-3 }, "{case}: timesteps {got_t:?} vs {want_t:?}");
+    // Euler's Karras timesteps are fractional float32 values mapped back through the σ table,
+    // and the reference's table is not exactly rounded: PyTorch's float32 `sqrt` differs from
+    // the correctly rounded root in 168 of its 1000 entries (184 without AVX2), so they may
+    // differ in their last bits (≤ 1e-6 relative); every other timestep is equal
+    let rel_t = got_t.iter().zip(want_t.iter()).fold(0f64, |m, (&a, &b)| m.max((a - b).abs() / b.abs().max(1.0)));
+    let allowed = if options.karras && options.kind == SamplerKind::Euler { 1e-6 } else { 0.0 };
+    assert!(rel_t <= allowed, "{case}: timesteps {got_t:?} vs {want_t:?}");
     if let Ok(want_sigmas) = z.by_name::<ndarray::OwnedRepr<f64>, ndarray::IxDyn>(&format!("{case}__sigmas")) {
         let got: Vec<f32> = s.sigmas().to_vec();
         let want: Vec<f32> = want_sigmas.iter().map(|&v| v as f32).collect();
@@ -104,7 +109,7 @@ fn check_case(z: &mut NpzReader<File>, case: &str) -> f64 {
         worst = worst.max(e);
     }
     assert!(noise.0.is_empty(), "{case}: drew less noise than the reference");
-    worst
+    (worst, t_err)
 }
 
 #[test]
@@ -117,8 +122,8 @@ fn every_sampler_equals_diffusers_step_by_step() {
         assert!(cases.iter().any(|c| c.starts_with(&format!("{}_", kind.name()))), "no case for {kind}");
     }
     for case in &cases {
-        let worst = check_case(&mut z, case);
-        println!("{case:<34} max rel error over steps {worst:.2e}");
+        let (worst, t_err) = check_case(&mut z, case);
+        println!("{case:<34} max rel error over steps {worst:.2e}, timesteps within {t_err:.1e}");
     }
 }
 
