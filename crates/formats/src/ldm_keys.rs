@@ -21,26 +21,29 @@ fn split_index(s: &str) -> Option<(usize, &str)> {
     Some((idx.parse().ok()?, rest))
 }
 
-/// Layers per down block, from the position of the first down-sampler (`input_blocks.{L+1}.0.op`).
+/// The most layers per block inferred from a file's key names: SD1.5 has 2; a file claiming more
+/// than this is not one (its keys then map to nothing and the architecture checks name it).
+pub const MAX_LAYERS_PER_BLOCK: usize = 64;
+
+/// Layers per down block, from the position of the first down-sampler (`input_blocks.{L+1}.0.op`;
+/// block 0 is `conv_in`, never a down-sampler), at most [`MAX_LAYERS_PER_BLOCK`].
 pub fn unet_layers_per_block<'a>(keys: impl Iterator<Item = &'a str>) -> usize {
     let mut first_op = None;
     let mut max_k = 0;
     for key in keys {
         if let Some((k, rest)) = key.strip_prefix("input_blocks.").and_then(split_index) {
             max_k = max_k.max(k);
-            if rest.starts_with("0.op.") {
+            if k > 0 && rest.starts_with("0.op.") {
                 first_op = Some(first_op.map_or(k, |f: usize| f.min(k)));
             }
         }
     }
-    match first_op {
-        Some(k) => k - 1,
-        None => max_k,
-    }
+    first_op.map_or(max_k, |k| k - 1).min(MAX_LAYERS_PER_BLOCK)
 }
 
 /// Maps a UNet key (without `model.diffusion_model.`) to its diffusers name.
 pub fn unet_key(key: &str, layers_per_block: usize) -> Option<String> {
+    let layers_per_block = layers_per_block.min(MAX_LAYERS_PER_BLOCK);
     let per = layers_per_block + 1;
     if let Some(r) = key.strip_prefix("time_embed.0.") {
         return Some(format!("time_embedding.linear_1.{r}"));
@@ -97,7 +100,7 @@ pub fn vae_key_is_conv_attention(key: &str) -> bool {
 
 /// Number of up levels in an LDM VAE decoder (`decoder.up.{n}`).
 pub fn vae_decoder_levels<'a>(keys: impl Iterator<Item = &'a str>) -> usize {
-    keys.filter_map(|k| k.strip_prefix("decoder.up.").and_then(split_index).map(|(n, _)| n + 1)).max().unwrap_or(0)
+    keys.filter_map(|k| k.strip_prefix("decoder.up.").and_then(split_index).map(|(n, _)| n.saturating_add(1))).max().unwrap_or(0)
 }
 
 fn vae_resnet_part(r: &str) -> String {
@@ -182,6 +185,27 @@ pub fn diffusers_vae_legacy(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `ldm_checkpoint` fuzz target (fuzz/corpus/ldm_checkpoint/regression-*): a
+    /// single file with `input_blocks.0.0.op.*` made the layer count 0 − 1 (an overflow panic,
+    /// and in release a wrap to usize::MAX, then a division by zero); block indices near 2^64
+    /// overflowed `+ 1` the same way.
+    #[test]
+    fn key_indices_from_a_hostile_file_never_overflow() {
+        assert_eq!(unet_layers_per_block(["input_blocks.0.0.op.weight", "input_blocks.3.0.op.weight"].into_iter()), 2);
+        assert_eq!(unet_layers_per_block(["input_blocks.0.0.op.weight"].into_iter()), 0);
+        let huge = format!("input_blocks.{}.0.weight", usize::MAX);
+        assert_eq!(unet_layers_per_block([huge.as_str()].into_iter()), MAX_LAYERS_PER_BLOCK);
+        for layers in [0, MAX_LAYERS_PER_BLOCK, usize::MAX] {
+            for key in [huge.as_str(), "input_blocks.1.0.op.weight", "output_blocks.7.1.conv.weight", "input_blocks.0.0.weight"] {
+                let _ = unet_key(key, layers);
+            }
+        }
+        let up = format!("decoder.up.{}.block.0.conv1.weight", usize::MAX);
+        let levels = vae_decoder_levels([up.as_str()].into_iter());
+        assert_eq!(levels, usize::MAX);
+        assert_eq!(vae_key(&up, levels), None, "past the levels the saturated count allows");
+    }
 
     #[test]
     fn unet_table_of_spec_4_2() {
