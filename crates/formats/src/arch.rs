@@ -294,7 +294,7 @@ impl ModelArch {
             }
         }
         let t = &self.text_encoder;
-        if t.hidden_size % t.num_attention_heads != 0 {
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return bad(format!("text-encoder width {} is not divisible by its {} heads", t.hidden_size, t.num_attention_heads));
         }
         if t.hidden_size != u.cross_attention_dim {

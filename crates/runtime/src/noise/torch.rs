@@ -119,7 +119,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block.try_into().expect("chunks of 16"));
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail: &mut [f32; 16] = (&mut data[n - 16..]).try_into().expect("n ≥ 16");
             tail.iter_mut().for_each(|v| *v = self.uniform_f32());
             box_muller_16(tail);
@@ -144,8 +144,10 @@ pub fn box_muller_16(data: &mut [f32; 16]) {
 /// (`avx_mathfun.h`): the same operations in the same order, each multiply feeding an add fused
 /// into one rounding as GCC compiles the kernel.
 mod cephes {
-    // The Cephes coefficients, written as double literals rounded to float, as the C source does.
-    const SQRT_HALF: f32 = 0.707106781186547524f64 as f32;
+    // The Cephes coefficients, written as double literals rounded to float, as the C source does
+    // (hence more digits than a float holds).
+    #![allow(clippy::excessive_precision)]
+    const SQRT_HALF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
     const LOG_P: [f32; 9] = [
         7.0376836292E-2f64 as f32,
         -1.1514610310E-1f64 as f32,
