@@ -32,8 +32,6 @@ pub enum Setting {
     /// The `latents` argument of [`Pipeline::sample`](crate::Pipeline::sample): the initial
     /// latents.
     Latents,
-    /// [`SamplerOptions::kind`](crate::SamplerOptions::kind).
-    Sampler,
     /// [`SamplerOptions::spacing`](crate::SamplerOptions::spacing).
     Spacing,
     /// [`SamplerOptions::karras`](crate::SamplerOptions::karras).
@@ -54,7 +52,6 @@ impl fmt::Display for Setting {
             Setting::Steps => "Pipeline::sample's steps",
             Setting::Guidance => "Pipeline::sample's scale",
             Setting::Latents => "Pipeline::sample's latents",
-            Setting::Sampler => "SamplerOptions::kind",
             Setting::Spacing => "SamplerOptions::spacing",
             Setting::Karras => "SamplerOptions::karras",
             Setting::Eta => "SamplerOptions::eta",

@@ -116,23 +116,28 @@ impl Sampling {
 /// the sampler and its options ([`Sampler::new`]: steps from 1 to what the sampler and the
 /// scheduler allow, options the sampler has), `guidance` a finite number.
 pub fn check_sampling(artifact: &Artifact, sampling: &Sampling) -> Result<()> {
-    sampling.sampler(artifact)?;
+    checked_sampler(artifact, sampling).map(drop)
+}
+
+/// [`check_sampling`]'s checks, returning the sampler they built.
+fn checked_sampler(artifact: &Artifact, sampling: &Sampling) -> Result<Sampler> {
+    let sampler = sampling.sampler(artifact)?;
     if !sampling.guidance.is_finite() {
         let reason = "expected a finite number (guidance is active above 1; 7.5 is usual)".into();
         return Err(Error::Invalid { setting: Setting::Guidance, value: sampling.guidance.to_string(), reason });
     }
-    Ok(())
+    Ok(sampler)
 }
 
 /// [`Pipeline::sample_with`]'s arguments: `latents` of `shape`'s length and finite, `context` of
-/// the text encoder's, `sampling` as [`check_sampling`] says.
-fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<()> {
+/// the text encoder's, `sampling` as [`check_sampling`] says; returns the sampler.
+fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<Sampler> {
     let c = artifact.latent_channels();
     let n = shape.latent_len(c);
     if latents.len() != n {
         return Err(Error::Input(format!("initial latents hold {} values, expected {n} (1×{c}×{}×{}×{})", latents.len(), shape.frames, shape.height / 8, shape.width / 8)));
     }
-    check_sampling(artifact, sampling)?;
+    let sampler = checked_sampler(artifact, sampling)?;
     if let Some(at) = latents.iter().position(|v| !v.is_finite()) {
         let value = format!("[{at}] = {}", latents[at]);
         return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
@@ -141,7 +146,7 @@ fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], 
     if context.len() != 2 * MAX_LENGTH * d {
         return Err(Error::Input(format!("text embeddings hold {} values, expected {} (2×{MAX_LENGTH}×{d}, from Pipeline::encode)", context.len(), 2 * MAX_LENGTH * d)));
     }
-    Ok(())
+    Ok(sampler)
 }
 
 /// An artifact's three graphs loaded for one video shape, with its tokenizer and scheduler: text
@@ -215,8 +220,7 @@ impl Pipeline {
         draws: &mut dyn NoiseSource,
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
-        check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
-        let mut sampler = sampling.sampler(&self.artifact)?;
+        let mut sampler = check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
         let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
         let n = self.shape.latent_len(c);
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
@@ -225,7 +229,7 @@ impl Pipeline {
         let timesteps = sampler.timesteps().to_vec();
         for (i, t) in timesteps.into_iter().enumerate() {
             let input = sampler.scale_model_input(i, &latents);
-            let doubled: Vec<f32> = input.iter().chain(&input).copied().collect();
+            let doubled: Vec<f32> = input.iter().chain(input.iter()).copied().collect();
             let (_, eps) = self.unet.run(&[
                 Tensor::F32 { shape: shape.clone(), data: doubled },
                 Tensor::F32 { shape: vec![2], data: vec![t; 2] },

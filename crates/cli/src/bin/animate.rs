@@ -458,7 +458,6 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
             Setting::Steps => "--steps",
             Setting::Guidance => "--guidance",
             Setting::Latents => "--latents-in",
-            Setting::Sampler => "--scheduler",
             Setting::Spacing => "--timestep-spacing",
             Setting::Karras => "--karras",
             Setting::Eta => "--eta",

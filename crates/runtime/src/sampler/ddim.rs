@@ -1,6 +1,6 @@
 //! DDIM (`DDIMScheduler`): ε-prediction, no clipping, η from the options.
 
-use super::schedule::{arange_down, linspace, round, Table};
+use super::schedule::{linspace, round, trailing, Table};
 use super::Spacing;
 use crate::noise::NoiseSource;
 use crate::scheduler::SchedulerConfig;
@@ -12,7 +12,7 @@ pub fn timesteps(config: &SchedulerConfig, spacing: Spacing, steps: usize) -> Ve
     match spacing {
         Spacing::Leading => (0..steps).rev().map(|i| (i * (t / steps) + config.steps_offset) as f32).collect(),
         Spacing::Linspace => linspace(0.0, (t - 1) as f64, steps).into_iter().rev().map(|x| round(x) as f32).collect(),
-        Spacing::Trailing => arange_down(t as f64, t as f64 / steps as f64).into_iter().map(|x| (round(x) - 1.0) as f32).collect(),
+        Spacing::Trailing => trailing(t, steps).into_iter().map(|x| x as f32).collect(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! DPM-Solver++ 2M (`DPMSolverMultistepScheduler` with `algorithm_type="dpmsolver++"`,
 //! `solver_order=2`, `solver_type="midpoint"`, `lower_order_final`, `final_sigmas_type="zero"`).
 
-use super::schedule::{karras, linspace, round, Table};
+use super::schedule::{karras, linspace, round, trailing, Table};
 use super::{SamplerOptions, Spacing};
 use crate::scheduler::SchedulerConfig;
 
@@ -14,7 +14,7 @@ pub fn schedule(config: &SchedulerConfig, table: &Table, options: &SamplerOption
     let mut timesteps: Vec<f64> = match options.spacing() {
         Spacing::Linspace => linspace(0.0, (t - 1) as f64, steps + 1).into_iter().rev().take(steps).map(round).collect(),
         Spacing::Leading => (1..=steps).rev().map(|i| (i * (t / (steps + 1)) + config.steps_offset) as f64).collect(),
-        Spacing::Trailing => super::schedule::arange_down(t as f64, t as f64 / steps as f64).into_iter().map(|x| round(x) - 1.0).collect(),
+        Spacing::Trailing => trailing(t, steps),
     };
     let sigmas: Vec<f64> = if options.karras {
         let s = karras(table.sigmas[0] as f64, table.sigmas[t - 1] as f64, steps);

@@ -21,6 +21,7 @@ mod euler;
 mod lcm;
 pub mod schedule;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -236,15 +237,16 @@ impl Sampler {
         }
     }
 
-    /// The UNet's input at step `i`: `sample / √(σ_i² + 1)` for Euler and Euler a, else `sample`.
-    pub fn scale_model_input(&self, i: usize, sample: &[f32]) -> Vec<f32> {
+    /// The UNet's input at step `i`: `sample / √(σ_i² + 1)` for Euler and Euler a, else `sample`
+    /// itself (borrowed, not copied).
+    pub fn scale_model_input<'a>(&self, i: usize, sample: &'a [f32]) -> Cow<'a, [f32]> {
         match self.options.kind {
             SamplerKind::Euler | SamplerKind::EulerAncestral => {
                 let sigma = self.sigmas[i];
                 let scale = (sigma * sigma + 1.0).sqrt();
-                sample.iter().map(|x| x / scale).collect()
+                Cow::Owned(sample.iter().map(|x| x / scale).collect())
             }
-            _ => sample.to_vec(),
+            _ => Cow::Borrowed(sample),
         }
     }
 

@@ -103,6 +103,12 @@ pub fn arange_down(start: f64, step: f64) -> Vec<f64> {
     (0..len).map(|i| start + i as f64 * -step).collect()
 }
 
+/// Trailing spacing, the same in every diffusers class: `round(arange(T, 0, −T/N)) − 1` (NumPy's
+/// `arange` may give N + 1 values ending at −1; [`super::Sampler::new`] refuses those counts).
+pub fn trailing(train_steps: usize, steps: usize) -> Vec<f64> {
+    arange_down(train_steps as f64, train_steps as f64 / steps as f64).into_iter().map(|x| round(x) - 1.0).collect()
+}
+
 /// Karras et al.'s σ schedule (ρ = 7) from `sigma_max` down to `sigma_min` in `n` values.
 pub fn karras(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let (lo, hi) = (sigma_min.powf(1.0 / 7.0), sigma_max.powf(1.0 / 7.0));
