@@ -28,6 +28,23 @@ pub const MAX_INFLATED_STORAGE_BYTES: u64 = 4 << 30;
 /// `expand()` makes, repeats elements). Reading one allocates its full size.
 pub const MAX_REPEATED_VIEW_ELEMENTS: usize = 1 << 28;
 
+/// How much a torch zip may make [`TensorFile::open_with`] inflate into memory. Storages stored
+/// uncompressed (as `torch.save` writes them) are read in place and count against neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// The largest `data.pkl` inflated.
+    pub pickle_bytes: u64,
+    /// The largest compressed storage inflated.
+    pub inflated_storage_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    /// [`MAX_PICKLE_BYTES`] and [`MAX_INFLATED_STORAGE_BYTES`]: room for a whole model.
+    fn default() -> Self {
+        Self { pickle_bytes: MAX_PICKLE_BYTES, inflated_storage_bytes: MAX_INFLATED_STORAGE_BYTES }
+    }
+}
+
 /// Which container a [`TensorFile`] was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Container {
@@ -82,6 +99,8 @@ pub struct TensorFile {
     tensors: BTreeMap<String, Stored>,
     /// Keys of entries that are not tensors (step counters, configs), reported, never used.
     skipped: Vec<String>,
+    /// Those of the skipped entries that are strings, with their text (a torch zip only).
+    strings: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TensorFile {
@@ -98,13 +117,19 @@ impl TensorFile {
     /// Opens a tensor file, choosing the container from its first bytes (a zip archive is a
     /// PyTorch checkpoint; anything else must be safetensors).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &ReadLimits::default())
+    }
+
+    /// [`TensorFile::open`] with tighter bounds on what a torch zip may inflate, for files that
+    /// are known to be small (a textual-inversion embedding).
+    pub fn open_with(path: impl AsRef<Path>, limits: &ReadLimits) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the file is opened read-only; like every mmap-based reader we assume it is not
         // truncated by another process while mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         if mmap.len() >= 4 && &mmap[..4] == b"PK\x03\x04" {
-            Self::open_torch_zip(path, file, mmap)
+            Self::open_torch_zip(path, file, mmap, limits)
         } else if mmap.len() >= 4 && &mmap[..4] == b"PK\x05\x06" {
             Err(Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -160,16 +185,17 @@ impl TensorFile {
             owned: Vec::new(),
             tensors,
             skipped: Vec::new(),
+            strings: BTreeMap::new(),
         })
     }
 
-    fn open_torch_zip(path: &Path, file: File, mmap: Mmap) -> Result<Self> {
+    fn open_torch_zip(path: &Path, file: File, mmap: Mmap, limits: &ReadLimits) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
         let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("zip: {e}")))?;
         let (pkl_name, root) = find_pickle(&archive).map_err(bad)?;
         check_byte_order(&mut archive, &root).map_err(bad)?;
 
-        let pickle_bytes = read_zip_entry(&mut archive, &pkl_name, MAX_PICKLE_BYTES).map_err(bad)?;
+        let pickle_bytes = read_zip_entry(&mut archive, &pkl_name, limits.pickle_bytes).map_err(bad)?;
         let value = pickle::load(&pickle_bytes).map_err(|e| match e {
             pickle::PickleError::DisallowedGlobal(global) => {
                 Error::DisallowedGlobal { path: path.to_path_buf(), global }
@@ -178,9 +204,17 @@ impl TensorFile {
         })?;
         let mut leaves = Vec::new();
         let mut skipped = Vec::new();
-        flatten(unwrap_state_dict(value), String::new(), &mut leaves, &mut skipped);
+        let mut strings = BTreeMap::new();
+        let mut rest = Skipped { keys: &mut skipped, strings: &mut strings };
+        flatten(unwrap_state_dict(value), String::new(), &mut leaves, &mut rest);
 
-        let mut storages = Storages { archive, root, located: BTreeMap::new(), owned: Vec::new() };
+        let mut storages = Storages {
+            archive,
+            root,
+            located: BTreeMap::new(),
+            owned: Vec::new(),
+            max_inflated: limits.inflated_storage_bytes,
+        };
         let mut tensors = BTreeMap::new();
         for (name, t) in leaves {
             let needed = storage_bytes(&name, &t.storage).map_err(bad)?;
@@ -189,7 +223,7 @@ impl TensorFile {
             tensors.insert(name, stored);
         }
         let owned = storages.owned;
-        Ok(Self { path: path.to_path_buf(), container: Container::TorchZip, mmap, owned, tensors, skipped })
+        Ok(Self { path: path.to_path_buf(), container: Container::TorchZip, mmap, owned, tensors, skipped, strings })
     }
 
     pub fn path(&self) -> &Path {
@@ -224,6 +258,12 @@ impl TensorFile {
     /// Entries of a checkpoint that are not tensors (e.g. `global_step`), which were skipped.
     pub fn skipped_entries(&self) -> &[String] {
         &self.skipped
+    }
+
+    /// The text of a skipped entry that is a string (e.g. a textual-inversion embedding's `name`),
+    /// by its key as [`TensorFile::skipped_entries`] gives it.
+    pub fn string_entry(&self, key: &str) -> Option<&str> {
+        self.strings.get(key).map(String::as_str)
     }
 
     fn buffer(&self, b: Buffer) -> &[u8] {
@@ -372,6 +412,8 @@ struct Storages {
     root: String,
     located: BTreeMap<String, StorageBytes>,
     owned: Vec<Vec<u8>>,
+    /// The largest compressed storage inflated ([`ReadLimits::inflated_storage_bytes`]).
+    max_inflated: u64,
 }
 
 impl Storages {
@@ -401,10 +443,11 @@ impl Storages {
         let bytes = match mapped {
             Some(bytes) => bytes,
             None => {
-                if needed > MAX_INFLATED_STORAGE_BYTES {
+                if needed > self.max_inflated {
                     return Err(format!(
                         "tensor `{name}`: compressed storage {entry_name} would inflate to {needed} bytes, more than \
-                         the {MAX_INFLATED_STORAGE_BYTES} accepted; re-save the checkpoint uncompressed (torch.save does)"
+                         the {} accepted; re-save the checkpoint uncompressed (torch.save does)",
+                        self.max_inflated
                     ));
                 }
                 let owned = read_zip_entry(&mut self.archive, &entry_name, needed)?;
@@ -530,8 +573,14 @@ fn unwrap_state_dict(mut value: pickle::Value) -> pickle::Value {
     }
 }
 
+/// Where [`flatten`] puts the entries that are not tensors: every key, and the text of strings.
+struct Skipped<'a> {
+    keys: &'a mut Vec<String>,
+    strings: &'a mut BTreeMap<String, String>,
+}
+
 /// Collects tensors from nested dicts, joining keys with '.'.
-fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::TensorRef)>, skipped: &mut Vec<String>) {
+fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::TensorRef)>, skipped: &mut Skipped<'_>) {
     match value {
         pickle::Value::Tensor(t) => out.push((prefix, t)),
         pickle::Value::Dict(items) => {
@@ -545,7 +594,11 @@ fn flatten(value: pickle::Value, prefix: String, out: &mut Vec<(String, pickle::
                 flatten(v, name, out, skipped);
             }
         }
-        _ => skipped.push(prefix),
+        pickle::Value::Str(text) => {
+            skipped.keys.push(prefix.clone());
+            skipped.strings.insert(prefix, text);
+        }
+        _ => skipped.keys.push(prefix),
     }
 }
 
