@@ -43,6 +43,10 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Arch { path: PathBuf, reason: String },
 
+    /// A textual-inversion embedding that cannot be used (see [`crate::embedding`]).
+    #[error("embedding {path}: {reason}")]
+    Embedding { path: PathBuf, reason: String },
+
     /// A weight holds NaN or infinite values (or a LoRA merge makes it so): the file is corrupt
     /// or the merge overflows. `build-graph --allow-nonfinite` builds anyway.
     #[error(
@@ -79,6 +83,7 @@ impl Error {
             | Error::MotionModule { path, .. }
             | Error::Lora { path, .. }
             | Error::Arch { path, .. }
+            | Error::Embedding { path, .. }
             | Error::NonFinite { path, .. } => path,
         }
     }
