@@ -38,6 +38,8 @@ pub enum Setting {
     Karras,
     /// [`SamplerOptions::eta`](crate::SamplerOptions::eta).
     Eta,
+    /// The `clip_skip` argument of [`Pipeline::encode_prompts`](crate::Pipeline::encode_prompts).
+    ClipSkip,
 }
 
 impl fmt::Display for Setting {
@@ -55,6 +57,7 @@ impl fmt::Display for Setting {
             Setting::Spacing => "SamplerOptions::spacing",
             Setting::Karras => "SamplerOptions::karras",
             Setting::Eta => "SamplerOptions::eta",
+            Setting::ClipSkip => "Pipeline::encode_prompts's clip_skip",
         })
     }
 }

@@ -140,6 +140,28 @@ pub struct Inputs {
     pub arch_json: Option<InputFile>,
     /// Warnings about checkpoint keys that match no known layout (and were not used).
     pub unrecognized_keys: Vec<String>,
+    /// The textual-inversion embeddings baked into the text encoder's token table, in the order
+    /// given (their vectors' ids follow one another from the vocabulary's size on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<EmbeddingInput>,
+}
+
+/// A textual-inversion embedding baked into an artifact: its file, the trigger word the
+/// tokenizer replaces by its vectors, and where those vectors are in the token table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingInput {
+    /// The file.
+    #[serde(flatten)]
+    pub file: InputFile,
+    /// The trigger word (the file stem unless the build was given one), matched
+    /// case-insensitively by its tokens.
+    pub token: String,
+    /// The file's format, as the reader named it.
+    pub format: String,
+    /// Its vectors (1 to 75).
+    pub vectors: usize,
+    /// The id of its first vector in the text encoder's token table.
+    pub first_id: i64,
 }
 
 /// The files of each model component.

@@ -11,6 +11,7 @@
 //!   the text encoder), and the sizes the graphs' inputs were built for equal the architecture's.
 //! - The scheduler is one the samplers support ([`SchedulerConfig::validate`](crate::SchedulerConfig::validate)).
 //! - Token ids lie inside the vocabulary, and prompts are the 77 tokens the runner pads to.
+//! - Textual-inversion embeddings have 1 to 75 vectors whose ids follow the vocabulary's.
 
 use std::path::Path;
 
@@ -43,6 +44,7 @@ pub(crate) fn validate(m: &Manifest) -> Check {
     m.scheduler.validate()?;
     architecture(&m.architecture)?;
     tokenizer(m)?;
+    embeddings(m)?;
     graphs(m)?;
     if let Some(g) = &m.golden {
         in_range("golden.frames", g.frames, 1, m.max_frames)?;
@@ -141,6 +143,24 @@ fn tokenizer(m: &Manifest) -> Check {
         if !(0..vocab as i64).contains(&id) {
             return Err(InvalidField::new(field, id.to_string(), format!("an id of the vocabulary, 0 to {}", vocab - 1)));
         }
+    }
+    Ok(())
+}
+
+/// The textual-inversion embeddings: 1 to 75 vectors each, ids one after another from the
+/// vocabulary's size, trigger words of 1 to 255 bytes.
+fn embeddings(m: &Manifest) -> Check {
+    let mut next = m.architecture.text_encoder.vocab_size as i64;
+    for (i, e) in m.inputs.embeddings.iter().enumerate() {
+        let field = |what: &str| format!("inputs.embeddings[{i}].{what}");
+        in_range(&field("vectors"), e.vectors, 1, crate::prompt::CHUNK_TOKENS)?;
+        if e.first_id != next {
+            return Err(InvalidField::new(&field("first_id"), e.first_id.to_string(), format!("{next}, the id after the vocabulary and the embeddings before it")));
+        }
+        if e.token.trim().is_empty() || e.token.len() > MAX_NAME {
+            return Err(InvalidField::new(&field("token"), format!("{:?}", e.token), "a trigger word of 1 to 255 bytes"));
+        }
+        next += e.vectors as i64;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use crate::runtime::Runtime;
 use crate::session::{GraphSession, InputSpec, Tensor};
 use crate::noise::NoiseSource;
 use crate::sampler::{Sampler, SamplerOptions};
-use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
+use crate::prompt::{emphasize, Chunk, PromptSyntax, TokenizedPrompt, MAX_CHUNKS};
+use crate::tokenizer::{ClipTokenizer, BOS, EOS, MAX_LENGTH};
 
 /// One RGB frame, row-major, 3 bytes per pixel.
 #[derive(Clone, Debug, PartialEq)]
@@ -142,11 +143,46 @@ fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], 
         let value = format!("[{at}] = {}", latents[at]);
         return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
     }
-    let d = artifact.context_dim();
-    if context.len() != 2 * MAX_LENGTH * d {
-        return Err(Error::Input(format!("text embeddings hold {} values, expected {} (2×{MAX_LENGTH}×{d}, from Pipeline::encode)", context.len(), 2 * MAX_LENGTH * d)));
-    }
+    context_tokens(artifact, context)?;
     Ok(sampler)
+}
+
+/// The sequence length of `context` `(2, 77 × chunks, D)`: 77 per prompt chunk, at most
+/// [`MAX_CHUNKS`] chunks, and what the artifact's UNet takes (one that was built before long
+/// prompts takes 77 only).
+fn context_tokens(artifact: &Artifact, context: &[f32]) -> Result<usize> {
+    let d = artifact.context_dim();
+    let chunk = 2 * MAX_LENGTH * d;
+    if context.is_empty() || context.len() % chunk != 0 || context.len() / chunk > MAX_CHUNKS {
+        return Err(Error::Input(format!(
+            "text embeddings hold {} values, expected 2×77×{d} per prompt chunk, 1 to {MAX_CHUNKS} chunks (from Pipeline::encode or encode_prompts)",
+            context.len()
+        )));
+    }
+    let tokens = context.len() / (2 * d);
+    match artifact.manifest.graphs.unet.inputs.get(2).and_then(|s| s.shape.get(1)).and_then(|d| d.fixed()) {
+        Some(n) if n != tokens => Err(Error::Input(format!(
+            "the prompt needs {} chunks of 77 tokens, but this artifact's UNet takes exactly {n} context tokens (it was built before long prompts and BREAK; rebuild it with build-graph, or shorten the prompt to 75 tokens)",
+            tokens / MAX_LENGTH
+        ))),
+        _ => Ok(tokens),
+    }
+}
+
+/// Checks a CLIP skip against `artifact`: 1 (the last layer) to the text encoder's depth, and
+/// above 1 only where the text encoder exposes its layers (`hidden_states`; artifacts built before
+/// CLIP skip existed do not).
+pub fn check_clip_skip(artifact: &Artifact, clip_skip: usize) -> Result<()> {
+    let layers = artifact.manifest.architecture.text_encoder.num_hidden_layers;
+    let invalid = |reason: String| Err(Error::Invalid { setting: Setting::ClipSkip, value: clip_skip.to_string(), reason });
+    if clip_skip == 0 || clip_skip > layers {
+        return invalid(format!("expected 1 (the last layer) to {layers}, the text encoder's depth; 2 is the usual for anime models"));
+    }
+    let exposed = artifact.manifest.graphs.text_encoder.outputs.iter().any(|o| o.name == "hidden_states");
+    if clip_skip > 1 && !exposed {
+        return invalid("this artifact's text encoder gives its last layer only (it was built before CLIP skip); rebuild it with build-graph".into());
+    }
+    Ok(())
 }
 
 /// An artifact's three graphs loaded for one video shape, with its tokenizer and scheduler: text
@@ -159,45 +195,134 @@ pub struct Pipeline {
     pub shape: VideoShape,
     /// How well the artifact's attention form fits the provider and size (see `attention_fit`).
     pub warnings: Vec<String>,
+    runtime: Runtime,
     tokenizer: ClipTokenizer,
     text_encoder: Box<dyn GraphSession>,
     unet: Box<dyn GraphSession>,
+    /// The context length the UNet was loaded for (77 per prompt chunk).
+    unet_tokens: usize,
     vae: Box<dyn GraphSession>,
 }
 
 impl Pipeline {
     /// Checks the video shape against the artifact and loads the three graphs on `runtime`,
-    /// calling `progress` with each graph's name before loading it.
-    pub fn load(artifact: Artifact, runtime: &Runtime, shape: VideoShape, mut progress: impl FnMut(&str)) -> Result<Self> {
+    /// calling `progress` with each graph's name before loading it. The UNet is loaded for
+    /// one-chunk prompts (77 context tokens); see [`load_for_tokens`](Self::load_for_tokens).
+    pub fn load(artifact: Artifact, runtime: &Runtime, shape: VideoShape, progress: impl FnMut(&str)) -> Result<Self> {
+        Self::load_for_tokens(artifact, runtime, shape, MAX_LENGTH, progress)
+    }
+
+    /// [`load`](Self::load) with the UNet loaded for a context of `tokens` (77 × the prompt
+    /// chunks of [`encode_prompts`](Self::encode_prompts)): tract optimises a graph for its input
+    /// shapes, so a context of another length later reloads the UNet.
+    pub fn load_for_tokens(artifact: Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize, mut progress: impl FnMut(&str)) -> Result<Self> {
         shape.check(&artifact)?;
-        let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
+        let h = shape.height / 8;
+        let w = shape.width / 8;
         let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
-        let tokenizer = ClipTokenizer::from_file(&artifact.tokenizer_path())?;
-        let (c, d) = (artifact.latent_channels(), artifact.context_dim());
+        let tokenizer = ClipTokenizer::for_artifact(&artifact)?;
+        let c = artifact.latent_channels();
         progress("text encoder");
         let text_encoder = runtime.load(&artifact.graph_path("text_encoder"), &[InputSpec::i64([2, MAX_LENGTH])])?;
         progress("UNet");
-        let unet = runtime.load(
-            &artifact.graph_path("unet"),
-            &[InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([2, MAX_LENGTH, d])],
-        )?;
+        let unet = load_unet(&artifact, runtime, shape, tokens)?;
         progress("VAE decoder");
         let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[InputSpec::f32([1, c, h, w])])?;
-        Ok(Self { artifact, shape, warnings, tokenizer, text_encoder, unet, vae })
+        Ok(Self { artifact, shape, warnings, runtime: runtime.clone(), tokenizer, text_encoder, unet, unet_tokens: tokens, vae })
     }
 
-    /// The prompt's CLIP token ids, padded to 77 (see [`ClipTokenizer::encode`]).
+    /// The artifact's tokenizer, with its trigger words.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt's CLIP token ids as the official code has them, padded or truncated to 77
+    /// (see [`ClipTokenizer::encode`]).
     pub fn tokenize(&self, prompt: &str) -> Result<Vec<i64>> {
         self.tokenizer.encode(prompt)
     }
 
-    /// Text embeddings `(2, 77, D)` of `[uncond, cond]` token ids.
+    /// `prompt` as 77-token chunks under `syntax` (see [`crate::prompt`]).
+    pub fn tokenize_prompt(&self, prompt: &str, syntax: PromptSyntax) -> Result<TokenizedPrompt> {
+        self.tokenizer.tokenize(prompt, syntax)
+    }
+
+    /// Text embeddings `(2, 77, D)` of `[uncond, cond]` token ids (one chunk each, last layer,
+    /// no weights).
     pub fn encode(&mut self, uncond: &[i64], cond: &[i64]) -> Result<Vec<f32>> {
         if uncond.len() != MAX_LENGTH || cond.len() != MAX_LENGTH {
             return Err(Error::Input(format!("token ids must have length {MAX_LENGTH}")));
         }
-        let ids: Vec<i64> = uncond.iter().chain(cond).copied().collect();
-        Ok(self.text_encoder.run(&[Tensor::I64 { shape: vec![2, MAX_LENGTH], data: ids }])?.1)
+        let chunk = |ids: &[i64]| TokenizedPrompt { chunks: vec![Chunk { ids: ids.to_vec(), weights: vec![1.0; MAX_LENGTH] }], token_count: 0, truncated: 0 };
+        self.encode_prompts(&chunk(uncond), &chunk(cond), 1)
+    }
+
+    /// Text embeddings `(2, 77 × chunks, D)` of the negative prompt (row 0) and the prompt
+    /// (row 1), as A1111 makes them: each chunk encoded alone and taken at CLIP skip `clip_skip`
+    /// (1 = the last layer, 2 = the one before, ...; [`check_clip_skip`]), its weights applied
+    /// with [`emphasize`], the chunks concatenated; the one with fewer chunks padded with the
+    /// empty prompt's chunk (A1111's `pad_cond_uncond`).
+    pub fn encode_prompts(&mut self, negative: &TokenizedPrompt, prompt: &TokenizedPrompt, clip_skip: usize) -> Result<Vec<f32>> {
+        check_clip_skip(&self.artifact, clip_skip)?;
+        let layers = self.artifact.manifest.architecture.text_encoder.num_hidden_layers;
+        let chunks = negative.chunks.len().max(prompt.chunks.len());
+        if chunks == 0 || chunks > MAX_CHUNKS {
+            return Err(Error::Input(format!("a prompt has 1 to {MAX_CHUNKS} chunks, not {chunks}")));
+        }
+        let empty = Chunk::empty(BOS, EOS);
+        let d = self.artifact.context_dim();
+        let vocab = self.artifact.manifest.architecture.text_encoder.vocab_size as i64
+            + self.artifact.manifest.inputs.embeddings.iter().map(|e| e.vectors as i64).sum::<i64>();
+        let mut rows = [Vec::with_capacity(chunks * MAX_LENGTH * d), Vec::with_capacity(chunks * MAX_LENGTH * d)];
+        for j in 0..chunks {
+            let pair = [negative.chunks.get(j).unwrap_or(&empty), prompt.chunks.get(j).unwrap_or(&empty)];
+            for c in pair {
+                if c.ids.len() != MAX_LENGTH || c.weights.len() != MAX_LENGTH {
+                    return Err(Error::Input(format!("a prompt chunk has {MAX_LENGTH} token ids and weights, not {} and {}", c.ids.len(), c.weights.len())));
+                }
+                if let Some(bad) = c.ids.iter().find(|&&i| !(0..vocab).contains(&i)) {
+                    return Err(Error::Input(format!("token id {bad} is outside this text encoder's table (0 to {})", vocab - 1)));
+                }
+            }
+            let ids: Vec<i64> = pair[0].ids.iter().chain(&pair[1].ids).copied().collect();
+            let mut outputs = self.text_encoder.run_all(&[Tensor::I64 { shape: vec![2, MAX_LENGTH], data: ids }])?;
+            let per_layer = 2 * MAX_LENGTH * d;
+            let z = if clip_skip == 1 {
+                outputs.swap_remove(0).1
+            } else {
+                let (shape, all) = outputs.swap_remove(1);
+                let layer = layers - clip_skip;
+                if shape != [layers, 2, MAX_LENGTH, d] {
+                    return Err(Error::Input(format!("the text encoder's hidden_states are {shape:?}, expected [{layers}, 2, {MAX_LENGTH}, {d}]")));
+                }
+                all[layer * per_layer..(layer + 1) * per_layer].to_vec()
+            };
+            for (row, (z, c)) in rows.iter_mut().zip(z.chunks(MAX_LENGTH * d).zip(pair)) {
+                let start = row.len();
+                row.extend_from_slice(z);
+                emphasize(&mut row[start..], &c.weights);
+            }
+        }
+        let [mut context, cond] = rows;
+        context.extend(cond);
+        Ok(context)
+    }
+
+    /// The context length the UNet is loaded for (77 × prompt chunks).
+    pub fn unet_tokens(&self) -> usize {
+        self.unet_tokens
+    }
+
+    /// Loads the UNet again for a context of `tokens` (77 × prompt chunks) if it was loaded for
+    /// another length; [`sample_with`](Self::sample_with) does it when needed.
+    pub fn load_unet_for_tokens(&mut self, tokens: usize) -> Result<()> {
+        if tokens != self.unet_tokens {
+            // the old session goes first: two full-size UNets need not fit together
+            self.unet = Box::new(Unloaded);
+            self.unet = load_unet(&self.artifact, &self.runtime, self.shape, tokens)?;
+            self.unet_tokens = tokens;
+        }
+        Ok(())
     }
 
     /// Runs `steps` DDIM steps (the official sampler) from `latents` `(1, 4, F, h, w)` with
@@ -221,6 +346,8 @@ impl Pipeline {
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
         let mut sampler = check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
+        let tokens = context_tokens(&self.artifact, context)?;
+        self.load_unet_for_tokens(tokens)?;
         let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
         let n = self.shape.latent_len(c);
         let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
@@ -233,7 +360,7 @@ impl Pipeline {
             let (_, eps) = self.unet.run(&[
                 Tensor::F32 { shape: shape.clone(), data: doubled },
                 Tensor::F32 { shape: vec![2], data: vec![t; 2] },
-                Tensor::F32 { shape: vec![2, MAX_LENGTH, d], data: context.to_vec() },
+                Tensor::F32 { shape: vec![2, tokens, d], data: context.to_vec() },
             ])?;
             let (eu, ec) = eps.split_at(n);
             // classifier-free guidance is active iff scale > 1 (official pipeline)
@@ -261,6 +388,22 @@ impl Pipeline {
             on_frame(f);
         }
         Ok(out)
+    }
+}
+
+/// The UNet of `artifact` on `runtime` for `shape` and a context of `tokens`.
+fn load_unet(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize) -> Result<Box<dyn GraphSession>> {
+    let (c, d) = (artifact.latent_channels(), artifact.context_dim());
+    let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
+    runtime.load(&artifact.graph_path("unet"), &[InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([2, tokens, d])])
+}
+
+/// The UNet's place while it is reloaded.
+struct Unloaded;
+
+impl GraphSession for Unloaded {
+    fn run_all(&mut self, _: &[Tensor]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        Err(Error::Input("the UNet failed to reload; load the pipeline again".into()))
     }
 }
 

@@ -34,6 +34,7 @@ impl Default for RuntimeOptions {
 }
 
 /// Loads graphs on the chosen provider; remembers what was actually used.
+#[derive(Clone, Debug)]
 pub struct Runtime {
     /// The options it was made with.
     pub options: RuntimeOptions,

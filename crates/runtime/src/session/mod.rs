@@ -88,7 +88,14 @@ impl Tensor {
 pub trait GraphSession {
     /// Runs with inputs in the graph's declared order; returns the first output (f32) as its shape
     /// and values.
-    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)>;
+    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+        let mut all = self.run_all(inputs)?;
+        Ok(all.swap_remove(0))
+    }
+
+    /// Runs with inputs in the graph's declared order; returns every output (f32), in the
+    /// graph's order, as its shape and values.
+    fn run_all(&mut self, inputs: &[Tensor]) -> Result<Vec<(Vec<usize>, Vec<f32>)>>;
 
     /// Runs once timing every operation of the optimised graph, in execution order (tract only;
     /// `None` where the runtime has no per-operation hook). For benchmarks, not the product path.

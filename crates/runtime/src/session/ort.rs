@@ -45,7 +45,7 @@ impl OrtSession {
 }
 
 impl GraphSession for OrtSession {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+    fn run_all(&mut self, inputs: &[Tensor]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let name = self.name.clone();
         let err = |e: ort::Error| ort_error(&name, e);
         let mut values: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
@@ -57,7 +57,11 @@ impl GraphSession for OrtSession {
             values.push((n.clone(), v));
         }
         let out = self.session.run(values).map_err(err)?;
-        let (shape, data) = out[0].try_extract_tensor::<f32>().map_err(err)?;
-        Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+        let mut all = Vec::with_capacity(out.len());
+        for (_, value) in out.iter() {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
+            all.push((shape.iter().map(|&d| d as usize).collect(), data.to_vec()));
+        }
+        Ok(all)
     }
 }

@@ -160,11 +160,15 @@ impl GraphSession for TractSession {
         Ok(Some(timings))
     }
 
-    fn run(&mut self, inputs: &[Tensor]) -> Result<(Vec<usize>, Vec<f32>)> {
+    fn run_all(&mut self, inputs: &[Tensor]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let values = self.values(inputs)?;
         let out = tract_linalg::multithread::multithread_tract_scope(tract_executor(), || self.plan.run(values))
             .map_err(|e| self.error(e))?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(|e| self.error(e))?;
-        Ok((view.shape().to_vec(), view.iter().copied().collect()))
+        out.iter()
+            .map(|o| {
+                let view = o.to_plain_array_view::<f32>().map_err(|e| self.error(e))?;
+                Ok((view.shape().to_vec(), view.iter().copied().collect()))
+            })
+            .collect()
     }
 }
