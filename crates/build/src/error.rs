@@ -39,6 +39,9 @@ pub enum Error {
     /// A written file reached protobuf's 2 GiB limit.
     #[error("{}: {size} bytes, over the 2 GB limit of a single file", path.display())]
     FileTooLarge { path: PathBuf, size: u64 },
+    /// A textual-inversion embedding that cannot be baked in (a trigger word taken or blank).
+    #[error("embedding {}: {reason}", path.display())]
+    Embedding { path: PathBuf, reason: String },
     /// Running the graphs for the golden bundle failed.
     #[error("computing the golden bundle: {0}")]
     Golden(#[source] animatediff_runtime::Error),

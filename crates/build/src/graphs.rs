@@ -34,15 +34,17 @@ pub(crate) struct GraphWriter<'a> {
     pub model: &'a Model,
     pub motion: &'a MotionModule,
     pub loras: Option<&'a LoraSet>,
+    /// Textual-inversion vectors appended to the text encoder's token table.
+    pub extra_tokens: &'a [f32],
     progress: Progress,
 }
 
 impl<'a> GraphWriter<'a> {
-    pub fn new(opts: &'a BuildOptions, dir: &'a Path, model: &'a Model, motion: &'a MotionModule, loras: Option<&'a LoraSet>) -> Self {
+    pub fn new(opts: &'a BuildOptions, dir: &'a Path, model: &'a Model, motion: &'a MotionModule, loras: Option<&'a LoraSet>, extra_tokens: &'a [f32]) -> Self {
         let vae_decoder_weights = model.vae().names().filter(|n| !n.starts_with("encoder.")).count();
         let total = model.unet().len() + motion.weights.len() + model.text_encoder().len() + vae_decoder_weights;
         let progress = Progress::new(opts.quiet, total as u64);
-        Self { opts, dir, model, motion, loras, progress }
+        Self { opts, dir, model, motion, loras, extra_tokens, progress }
     }
 
     /// Writes `text_encoder.onnx`, `unet.onnx` (+ data) and `vae_decoder.onnx`.
@@ -70,7 +72,7 @@ impl<'a> GraphWriter<'a> {
     fn text_encoder(&self) -> Result<(), Error> {
         let path = self.dir.join("text_encoder.onnx");
         let mut g = self.graph("text_encoder", WeightStorage::Inline, self.opts.precision);
-        let te = TextEncoder::new(&mut g, self.model.arch.text_encoder.clone(), self.model.text_encoder(), self.loras)?;
+        let te = TextEncoder::new(&mut g, self.model.arch.text_encoder.clone(), self.model.text_encoder(), self.loras, self.extra_tokens)?;
         te.build(&mut g, None);
         g.finish(&path, PRODUCER, &[]).map_err(io(&path))?;
         Ok(())

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod embeddings;
 mod error;
 mod golden;
 mod graphs;
@@ -33,7 +34,7 @@ pub mod reuse;
 
 pub use animatediff_runtime::Precision;
 pub use error::Error;
-pub use options::{BuildOptions, BuildReport};
+pub use options::{BuildOptions, BuildReport, EmbeddingSpec};
 
 use std::path::Path;
 
@@ -81,6 +82,8 @@ struct Prepared<'a> {
     motion: MotionModule,
     loras: Vec<LoraSummary>,
     lora_set: Option<LoraSet>,
+    /// Textual-inversion embeddings for the text encoder's token table.
+    embeddings: embeddings::Embeddings,
     /// Warnings about checkpoint keys no layout knows, and LoRA keys that matched nothing.
     unrecognized: Vec<String>,
     lora_warnings: Vec<String>,
@@ -119,13 +122,18 @@ impl<'a> Prepared<'a> {
         }
         let mut lora_set = if pairs.is_empty() { None } else { Some(LoraSet::new(pairs, opts.lora_scaling, &targets)?) };
         lora_set.iter_mut().for_each(|set| set.allow_nonfinite = opts.allow_nonfinite);
-        Ok(Self { opts, model, motion, loras, lora_set, unrecognized, lora_warnings, hashes })
+        let te = &model.arch.text_encoder;
+        let embeddings = embeddings::read(&opts.embeddings, te.hidden_size, te.vocab_size)?;
+        for e in &opts.embeddings {
+            hashes.of_now(&e.path)?;
+        }
+        Ok(Self { opts, model, motion, loras, lora_set, embeddings, unrecognized, lora_warnings, hashes })
     }
 
     /// Writes every file of the artifact into `dir`, the manifest last.
     fn write_artifact(&self, dir: &Path, unet_reuse: Option<UnetReuse>) -> Result<(Manifest, u64), Error> {
         let (opts, model, motion) = (self.opts, &self.model, &self.motion);
-        let unet_files = GraphWriter::new(opts, dir, model, motion, self.lora_set.as_ref()).write_all(&self.hashes, unet_reuse)?;
+        let unet_files = GraphWriter::new(opts, dir, model, motion, self.lora_set.as_ref(), &self.embeddings.rows).write_all(&self.hashes, unet_reuse)?;
         let tokenizer = dir.join(TOKENIZER_FILE);
         std::fs::write(&tokenizer, CLIP_TOKENIZER_JSON).map_err(error::io(&tokenizer))?;
         let golden = if opts.golden { Some(golden::write(opts, dir, model, motion.max_frames())?) } else { None };
@@ -137,7 +145,7 @@ impl<'a> Prepared<'a> {
         let parts = record::Parts {
             files,
             file_sizes,
-            inputs: record::inputs(opts, model, motion, &self.loras, self.unrecognized.clone(), &self.hashes)?,
+            inputs: record::inputs(opts, model, motion, &self.loras, &self.embeddings, self.unrecognized.clone(), &self.hashes)?,
             graphs: record::graphs(opts, model, &unet_files),
             golden,
         };

@@ -23,6 +23,9 @@ pub struct BuildOptions {
     pub lora_scaling: LoraScaling,
     /// Apply a LoRA even when some of its keys match no weight (they are listed as warnings).
     pub lora_ignore_unmatched: bool,
+    /// Textual-inversion embeddings to bake into the text encoder's token table, in this order
+    /// (see [`EmbeddingSpec`]).
+    pub embeddings: Vec<EmbeddingSpec>,
     /// Build even when a weight read or merged holds NaN or infinite values (by default an error
     /// naming the file and the tensor).
     pub allow_nonfinite: bool,
@@ -78,6 +81,7 @@ impl BuildOptions {
             loras: Vec::new(),
             lora_scaling: LoraScaling::Official,
             lora_ignore_unmatched: false,
+            embeddings: Vec::new(),
             allow_nonfinite: false,
             motion_module: motion_module.into(),
             motion_version: None,
@@ -117,6 +121,7 @@ impl BuildOptions {
             .into_iter()
             .flatten()
             .chain(self.loras.iter().map(|l| &l.path))
+            .chain(self.embeddings.iter().map(|e| &e.path))
             .chain([&self.motion_module])
             .map(PathBuf::as_path)
             .collect()
@@ -133,6 +138,44 @@ impl BuildOptions {
         match self.attention {
             AttentionForm::Sdpa => self.opset.max(onnx_writer::SDPA_MIN_OPSET),
             AttentionForm::Mha | AttentionForm::Plain => self.opset,
+        }
+    }
+}
+
+/// A textual-inversion embedding to bake in (`build-graph --embedding FILE[:TOKEN]`): A1111
+/// `.pt` or `.safetensors`, or diffusers `learned_embeds.bin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddingSpec {
+    /// The file.
+    pub path: PathBuf,
+    /// The trigger word; `None`: the file's stem (`easynegative.safetensors` → `easynegative`),
+    /// as A1111 names embeddings, whatever the format.
+    pub token: Option<String>,
+}
+
+impl EmbeddingSpec {
+    /// The trigger word: the one given, else the file's stem.
+    pub fn trigger(&self) -> String {
+        self.token.clone().unwrap_or_else(|| self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+    }
+}
+
+impl std::str::FromStr for EmbeddingSpec {
+    type Err = String;
+    /// `FILE` or `FILE:TOKEN`. A string that names an existing file is a file (so `C:\e.pt` and
+    /// names with `:` work); otherwise it splits at its last `:`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if Path::new(s).is_file() {
+            return Ok(Self { path: s.into(), token: None });
+        }
+        match s.rsplit_once(':') {
+            Some((path, token)) if !path.is_empty() => {
+                if token.trim().is_empty() {
+                    return Err(format!("`{s}`: the trigger word after `:` is empty (FILE:TOKEN, e.g. easynegative.safetensors:easyneg)"));
+                }
+                Ok(Self { path: path.into(), token: Some(token.to_owned()) })
+            }
+            _ => Ok(Self { path: s.into(), token: None }),
         }
     }
 }

@@ -30,7 +30,9 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
     let (h, w) = opts.latent_hw();
     let a = &model.arch;
     let d = Dim::Fixed;
-    let context = || vec![Dim::Named("batch".into()), d(MAX_LENGTH), d(a.text_encoder.hidden_size)];
+    let te_out = || vec![Dim::Named("batch".into()), d(MAX_LENGTH), d(a.text_encoder.hidden_size)];
+    // 77 tokens per prompt chunk (README, "Prompt syntax")
+    let context = vec![Dim::Named("batch".into()), Dim::Named("tokens".into()), d(a.unet.cross_attention_dim)];
     let video = |c: usize| {
         vec![Dim::Named("batch".into()), d(c), Dim::fixed_or(opts.frames, "frames"), Dim::fixed_or(h, "height"), Dim::fixed_or(w, "width")]
     };
@@ -43,14 +45,14 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
         text_encoder: inline(
             "text_encoder.onnx",
             vec![TensorSpec::new("input_ids", DType::I64, vec![Dim::Named("batch".into()), d(MAX_LENGTH)])],
-            vec![f32("last_hidden_state", context())],
+            vec![f32("last_hidden_state", te_out()), f32("hidden_states", [vec![d(a.text_encoder.num_hidden_layers)], te_out()].concat())],
         ),
         unet: GraphFile {
             external_data: Some(unet_files.data.clone()),
             lora_dependent_data: Some(unet_files.lora_dependent.clone()),
             ..inline(
                 "unet.onnx",
-                vec![f32("sample", video(a.unet.in_channels)), f32("timestep", vec![Dim::Named("batch".into())]), f32("encoder_hidden_states", context())],
+                vec![f32("sample", video(a.unet.in_channels)), f32("timestep", vec![Dim::Named("batch".into())]), f32("encoder_hidden_states", context)],
                 vec![f32("noise_pred", video(a.unet.out_channels))],
             )
         },
@@ -68,6 +70,7 @@ pub(crate) fn inputs(
     model: &Model,
     motion: &MotionModule,
     loras: &[LoraSummary],
+    embeddings: &crate::embeddings::Embeddings,
     unrecognized: Vec<String>,
     hashes: &Hashes,
 ) -> Result<Inputs, Error> {
@@ -98,6 +101,19 @@ pub(crate) fn inputs(
         lora_scaling: opts.lora_scaling,
         arch_json: opts.arch.as_deref().map(|p| hashes.input(p)).transpose()?,
         unrecognized_keys: unrecognized,
+        embeddings: embeddings
+            .baked
+            .iter()
+            .map(|b| {
+                Ok(manifest::EmbeddingInput {
+                    file: hashes.input(&b.spec.path)?,
+                    token: b.trigger.clone(),
+                    format: b.format.clone(),
+                    vectors: b.vectors,
+                    first_id: b.first_id,
+                })
+            })
+            .collect::<Result<_, Error>>()?,
     })
 }
 

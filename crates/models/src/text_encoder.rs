@@ -1,6 +1,10 @@
 //! The CLIP text encoder (docs/spec.md §6.1): token + position embeddings, pre-LayerNorm transformer
 //! layers with causal self-attention and quick-GELU MLPs, final LayerNorm.
-//! `input_ids` int64 [B,77] → `last_hidden_state` f32 [B,77,D]. No padding mask (docs/spec.md §11.12).
+//! `input_ids` int64 [B,77] → `last_hidden_state` f32 [B,77,D] and `hidden_states` f32 [L,B,77,D]:
+//! every layer's output through the final LayerNorm, so that one artifact serves every CLIP skip
+//! (N = 1 is `last_hidden_state`, N is `hidden_states[L − N]`). No padding mask (docs/spec.md
+//! §11.12). Textual-inversion vectors are rows appended to the token table (ids from the
+//! vocabulary's size on).
 
 use animatediff_formats::arch::TextEncoderArch;
 use animatediff_formats::ComponentWeights;
@@ -32,10 +36,25 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    pub fn new(g: &mut Graph, arch: TextEncoderArch, text: &ComponentWeights, loras: Option<&animatediff_formats::LoraSet>) -> Result<Self> {
+    /// The encoder's weights from `text` (with `loras` merged); `extra_tokens` holds the rows
+    /// appended to the token table (textual-inversion vectors, `n × D`), ids `vocab_size..`.
+    pub fn new(
+        g: &mut Graph,
+        arch: TextEncoderArch,
+        text: &ComponentWeights,
+        loras: Option<&animatediff_formats::LoraSet>,
+        extra_tokens: &[f32],
+    ) -> Result<Self> {
         let w = Weights::new(text, loras).pp("text_model");
         let d = arch.hidden_size;
-        let token_embedding = w.tensor(g, "embeddings.token_embedding.weight", &[arch.vocab_size, d])?;
+        let table = "embeddings.token_embedding.weight";
+        let token_embedding = if extra_tokens.is_empty() {
+            w.tensor(g, table, &[arch.vocab_size, d])?
+        } else {
+            let mut rows = w.read(table, &[arch.vocab_size, d])?;
+            rows.extend_from_slice(extra_tokens);
+            w.put(g, table, &[arch.vocab_size + extra_tokens.len() / d, d], &rows)?
+        };
         let pos = w.read("embeddings.position_embedding.weight", &[arch.max_position_embeddings, d])?;
         let position_embedding = w.put(g, "embeddings.position_embedding.weight", &[SEQUENCE_LENGTH, d], &pos[..SEQUENCE_LENGTH * d])?;
         let mut layers = Vec::new();
@@ -67,6 +86,7 @@ impl TextEncoder {
         let mask = g.const_f32(&[n, n], &mask);
         let heads = self.arch.num_attention_heads;
         let d = self.arch.hidden_size;
+        let mut states = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             h = g.scoped(&format!("layers.{i}"), |g| {
                 let x = l.layer_norm1.forward(g, &h);
@@ -88,10 +108,19 @@ impl TextEncoder {
                 let x = l.fc2.forward(g, &x);
                 g.add(&h, &x)
             });
+            states.push(g.unsqueeze(&h, &[0]));
         }
         let out = self.final_layer_norm.forward(g, &h);
         let out = g.to_f32(&out);
-        g.output(&out, "last_hidden_state", ElemType::F32, &[b, Dim::Fixed(SEQUENCE_LENGTH), Dim::Fixed(d)]);
+        g.output(&out, "last_hidden_state", ElemType::F32, &[b.clone(), Dim::Fixed(SEQUENCE_LENGTH), Dim::Fixed(d)]);
+        // every layer's output through the final LayerNorm (CLIP skip): one LayerNorm over the stack
+        let all = g.scoped("clip_skip", |g| {
+            let refs: Vec<&Value> = states.iter().collect();
+            let stack = g.concat(&refs, 0);
+            let normed = self.final_layer_norm.forward(g, &stack);
+            g.to_f32(&normed)
+        });
+        g.output(&all, "hidden_states", ElemType::F32, &[Dim::Fixed(self.layers.len()), b, Dim::Fixed(SEQUENCE_LENGTH), Dim::Fixed(d)]);
         out
     }
 }

@@ -2,7 +2,7 @@
 //! layers treat frames as batch, with a motion module after every ResNet(+transformer) layer of
 //! every down and up block (and in the mid block for v2).
 //!
-//! Graph I/O: `sample` f32 [B,4,F,h,w], `timestep` f32 [B], `encoder_hidden_states` f32 [B,77,D]
+//! Graph I/O: `sample` f32 [B,4,F,h,w], `timestep` f32 [B], `encoder_hidden_states` f32 [B,77·chunks,D]
 //! → `noise_pred` f32 [B,4,F,h,w]. Activations stay `(B·F, C, H, W)`; only the motion modules and
 //! v1's cross-frame GroupNorms look at the frame axis.
 
@@ -322,10 +322,11 @@ impl Unet3d {
         let (hd, wd) = (Dim::fixed_or_sym(shapes.height, "height"), Dim::fixed_or_sym(shapes.width, "width"));
         let sample = g.input("sample", ElemType::F32, &[b.clone(), Dim::Fixed(a.in_channels), f.clone(), hd.clone(), wd.clone()]);
         let timestep = g.input("timestep", ElemType::F32, std::slice::from_ref(&b));
-        let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::Fixed(crate::text_encoder::SEQUENCE_LENGTH), Dim::Fixed(a.cross_attention_dim)]);
+        // 77 tokens per prompt chunk: one chunk, or several for long prompts (77 × chunks)
+        let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::sym("tokens"), Dim::Fixed(a.cross_attention_dim)]);
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
-        // stays (B, 77, D), not repeated per frame: cross-attention attends a video's frames together
+        // stays (B, 77·chunks, D), not repeated per frame: cross-attention attends a video's frames together
         let context = g.to_act(&context);
         // time embedding: (B, T), and its SiLU shared by every ResNet
         let temb = g.scoped("time_embedding", |g| self.time_embedding.forward(g, &timestep));
