@@ -41,6 +41,18 @@ pub fn side(px: usize) -> Result<usize, String> {
     Ok(px)
 }
 
+/// Deepest CLIP skip asked for: SD1.5's text encoder has 12 layers (the model checks its own
+/// depth); it only bounds the number before that check.
+pub const MAX_CLIP_SKIP: usize = 64;
+
+/// A CLIP skip (A1111's numbering: 1 = the last layer) from 1 to [`MAX_CLIP_SKIP`].
+pub fn clip_skip(n: usize) -> Result<usize, String> {
+    if !(1..=MAX_CLIP_SKIP).contains(&n) {
+        return Err(format!("{n} is not a CLIP skip from 1 to {MAX_CLIP_SKIP} (1: the last layer, 2: the one before, as A1111's setting)"));
+    }
+    Ok(n)
+}
+
 /// A frame count from 1 to [`MAX_FRAMES`].
 pub fn frames(n: usize) -> Result<usize, String> {
     in_range(n, 1, MAX_FRAMES, "frames")
@@ -103,6 +115,14 @@ pub mod parse {
     /// `--width`, `--height`: see [`side`].
     pub fn side(s: &str) -> Result<usize, String> {
         super::side(number(s, &format!("a whole number of pixels (a multiple of 8 from 8 to {MAX_SIDE})"))?)
+    }
+
+    /// `--clip-skip`: see [`clip_skip`](super::clip_skip); ComfyUI's negative layer numbers
+    /// (`-2`, CLIPSetLastLayer's `stop_at_clip_layer`) are read as the same layer, 2.
+    pub fn clip_skip(s: &str) -> Result<usize, String> {
+        let t = s.trim();
+        let n = t.strip_prefix('-').unwrap_or(t);
+        super::clip_skip(number(n, &format!("a whole number from 1 to {MAX_CLIP_SKIP} (A1111's CLIP skip; ComfyUI's -2 also reads as 2)"))?)
     }
 
     /// `--frames`: see [`frames`](super::frames).

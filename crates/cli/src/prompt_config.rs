@@ -1,8 +1,8 @@
 //! AnimateDiff prompt-config files (`configs/prompts/*.yaml` of the official repository): a list
 //! of entries (or, in the v1 format, a map of named entries), each with `prompt` and `n_prompt`
 //! lists, `seed` (an int or a list; −1 = random), `steps`, `guidance_scale`, optionally `W`, `H`,
-//! `L`, and the sampler keys of `animate`'s flags: `scheduler`, `karras`, `timestep_spacing`,
-//! `eta`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
+//! `L`, the sampler keys of `animate`'s flags: `scheduler`, `karras`, `timestep_spacing`,
+//! `eta`, and its prompt keys `clip_skip` and `prompt_syntax`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
 //! model-selection fields (`dreambooth_path`, `motion_module`, ...) are accepted and reported: the
 //! model is the artifact given with `--model`. Any other field is an error (a typo must not pass).
 
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use animatediff_runtime::{SamplerKind, Spacing};
+use animatediff_runtime::{PromptSyntax, SamplerKind, Spacing};
 
 use crate::limits;
 
@@ -41,6 +41,11 @@ struct Entry {
     timestep_spacing: Option<String>,
     #[serde(default)]
     eta: Option<f32>,
+    // the prompt's reading, as animate's --clip-skip and --prompt-syntax
+    #[serde(default)]
+    clip_skip: Option<usize>,
+    #[serde(default)]
+    prompt_syntax: Option<String>,
     // model selection in the official configs: not ours to choose here
     #[serde(default)]
     inference_config: Option<serde_yaml_ng::Value>,
@@ -98,6 +103,10 @@ pub struct Job {
     pub frames: Option<usize>,
     /// The sampler's settings this entry gives (the command line gives the rest).
     pub sampler: SamplerKeys,
+    /// CLIP skip (A1111's numbering), where given.
+    pub clip_skip: Option<usize>,
+    /// The prompt syntax, where given.
+    pub prompt_syntax: Option<PromptSyntax>,
 }
 
 /// The sampler keys of an entry, each `None` where absent.
@@ -208,6 +217,8 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
         spacing: e.timestep_spacing.as_deref().map(str::parse).transpose().map_err(key("timestep_spacing"))?,
         eta: e.eta.map(limits::eta).transpose().map_err(key("eta"))?,
     };
+    let clip_skip = e.clip_skip.map(limits::clip_skip).transpose().map_err(key("clip_skip"))?;
+    let prompt_syntax = e.prompt_syntax.as_deref().map(str::parse).transpose().map_err(key("prompt_syntax"))?;
     Ok((0..n)
         .map(|i| Job {
             name: format!("{name}-{i}"),
@@ -220,6 +231,8 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
             height,
             frames,
             sampler,
+            clip_skip,
+            prompt_syntax,
         })
         .collect())
 }

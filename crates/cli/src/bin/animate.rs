@@ -5,7 +5,7 @@
 //!     animate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps 25] [--guidance 7.5]
 //!             [--frames 16] [--width 512] [--height 512] [--ep tract|cpu|cuda|tensorrt|directml] [--ep-fallback]
 //!             [--scheduler ddim|euler|euler-ancestral|dpmpp-2m|lcm] [--karras] [--timestep-spacing S] [--eta X]
-//!             [--noise torch|splitmix] [--noise-out FILE.npy] [--latents-in FILE.npy] [--latents-out FILE.npy]
+//!             [--prompt-syntax a1111|plain] [--clip-skip N] [--noise torch|splitmix] [--noise-out FILE.npy] [--latents-in FILE.npy] [--latents-out FILE.npy]
 //!             [--fps 8] [--quality 80] --out FILE.gif|FILE.webp|FILE.mp4|DIR/ | --frames-dir DIR
 //!     animate --config prompts.yaml --model DIR --out DIR
 //!     animate --demo [--demo-model base|personalized|random] --out demo.gif
@@ -22,7 +22,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use animatediff_build::out_dir::Notice;
 use animatediff_cli::{demo, latents, limits, media, prompt_config};
 use animatediff_runtime::noise::NoiseKind;
-use animatediff_runtime::{check_sampling, Artifact, Ep, Pipeline, Runtime, RuntimeOptions, SamplerKind, SamplerOptions, Sampling, Spacing, VideoShape};
+use animatediff_runtime::{
+    check_clip_skip, check_sampling, Artifact, ClipTokenizer, Ep, Pipeline, PromptSyntax, Runtime, RuntimeOptions, SamplerKind, SamplerOptions, Sampling,
+    Spacing, TokenizedPrompt, VideoShape,
+};
 
 #[derive(Parser)]
 #[command(version, about = "Animate prompts with an AnimateDiff ONNX artifact (made by build-graph)", args_conflicts_with_subcommands = true)]
@@ -82,6 +85,16 @@ struct Args {
     /// Negative prompt (the unconditional half of classifier-free guidance).
     #[arg(long, default_value = "")]
     negative: String,
+    /// How prompts are read: a1111 (the default: (word:1.2) weights, BREAK, prompts longer than
+    /// 75 tokens in chunks, as AUTOMATIC1111 and ComfyUI) or plain (the official AnimateDiff
+    /// code: brackets are text, tokens past 75 are dropped). See the README's prompt syntax.
+    #[arg(long, default_value = "a1111")]
+    prompt_syntax: PromptSyntax,
+    /// CLIP skip as A1111 numbers it: 1 = the text encoder's last layer (the default), 2 = the
+    /// one before (what most anime models want; ComfyUI's CLIPSetLastLayer -2, diffusers'
+    /// clip_skip=1); -2 is read as 2. At most the text encoder's depth (12 for SD1.5).
+    #[arg(long, default_value_t = 1, value_parser = limits::parse::clip_skip, allow_hyphen_values = true)]
+    clip_skip: usize,
     /// Seed of the initial noise, 0 to 2^64-1 (random, and printed, when absent).
     #[arg(long, value_parser = limits::parse::seed, allow_hyphen_values = true)]
     seed: Option<u64>,
@@ -185,6 +198,21 @@ struct Job {
     sampling: Sampling,
     shape: VideoShape,
     out: PathBuf,
+    syntax: PromptSyntax,
+    clip_skip: usize,
+}
+
+/// A job's prompts as the text encoder takes them.
+struct Prompts {
+    negative: TokenizedPrompt,
+    prompt: TokenizedPrompt,
+}
+
+impl Prompts {
+    /// The UNet's context length for them: 77 per chunk of the longer one.
+    fn tokens(&self) -> usize {
+        77 * self.negative.chunks.len().max(self.prompt.chunks.len())
+    }
 }
 
 fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
@@ -249,7 +277,7 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.latents_in.is_some() && jobs.len() > 1 {
         return Err("--latents-in applies to a single prompt, not to a --config batch".into());
     }
-    check_jobs(&artifact, &jobs)?;
+    let prompts = check_jobs(&artifact, &jobs)?;
     let latents_in = match (&args.latents_in, jobs.first()) {
         (Some(path), Some(job)) => Some(latents::read(path, &latent_shape(&artifact, job)).map_err(|e| format!("--latents-in {e}"))?),
         _ => None,
@@ -266,28 +294,50 @@ fn run(mut args: Args) -> Result<(), String> {
         eprintln!("animate: {n}");
     }
     let (mut pipeline, mut latents_in): (Option<Pipeline>, _) = (None, latents_in);
-    for job in jobs {
+    for (job, prompts) in jobs.iter().zip(&prompts) {
         if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
             drop(pipeline.take()); // free the previous shape's graphs before loading the next (peak memory)
-            pipeline = Some(load(&artifact, &runtime, job.shape, args.quiet)?);
+            pipeline = Some(load(&artifact, &runtime, job.shape, prompts.tokens(), args.quiet)?);
         }
-        render(&args, &job, latents_in.take(), pipeline.as_mut().expect("loaded above"), &runtime)?;
+        render(&args, job, prompts, latents_in.take(), pipeline.as_mut().expect("loaded above"), &runtime)?;
     }
     Ok(())
 }
 
-/// Checks every job's video shape and sampling settings against the model before any graph
-/// loads, with the runtime's own checks (the ones `Pipeline::load` and `sample` make): frames
-/// within the motion module's maximum, a sampler with options it has and steps it can take,
-/// finite guidance.
-fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<(), String> {
+/// Checks every job's video shape, sampling settings, CLIP skip and prompts against the model
+/// before any graph loads, with the runtime's own checks (the ones `Pipeline::load`, `encode_prompts`
+/// and `sample` make): frames within the motion module's maximum, a sampler with options it has
+/// and steps it can take, finite guidance, a CLIP skip within the text encoder's depth, prompts
+/// that parse. Returns the jobs' prompts, tokenized.
+fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<Vec<Prompts>, String> {
+    let tokenizer = ClipTokenizer::for_artifact(artifact).map_err(with_flags)?;
+    let mut all = Vec::with_capacity(jobs.len());
     for job in jobs {
-        job.shape.check(artifact).and_then(|()| check_sampling(artifact, &job.sampling)).map_err(|e| match jobs.len() {
-            1 => with_flags(e),
-            _ => format!("job {}: {}", job.name, with_flags(e)),
-        })?;
+        let tokenized = job
+            .shape
+            .check(artifact)
+            .and_then(|()| check_sampling(artifact, &job.sampling))
+            .and_then(|()| check_clip_skip(artifact, job.clip_skip))
+            .and_then(|()| {
+                let negative = tokenizer.tokenize(&job.negative, job.syntax)?;
+                let prompt = tokenizer.tokenize(&job.prompt, job.syntax)?;
+                Ok(Prompts { negative, prompt })
+            })
+            .map_err(|e| match jobs.len() {
+                1 => with_flags(e),
+                _ => format!("job {}: {}", job.name, with_flags(e)),
+            })?;
+        for (which, p) in [("negative prompt", &tokenized.negative), ("prompt", &tokenized.prompt)] {
+            if p.truncated > 0 {
+                eprintln!(
+                    "animate: {}: the {which} has {} tokens; --prompt-syntax plain keeps the first 75 (a1111 keeps them all, in chunks)",
+                    job.name, p.token_count
+                );
+            }
+        }
+        all.push(tokenized);
     }
-    Ok(())
+    Ok(all)
 }
 
 /// The shape of a job's latents: `(1, channels, frames, height / 8, width / 8)`.
@@ -334,6 +384,8 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
             shape: shape(None, None, None),
             out: out.to_path_buf(),
             format,
+            syntax: args.prompt_syntax,
+            clip_skip: args.clip_skip,
         }]);
     };
     if media::Format::of(out) != media::Format::PngDir {
@@ -356,14 +408,16 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
             steps: j.steps.unwrap_or(args.steps),
             guidance: j.guidance.or(args.guidance).unwrap_or(default_guidance),
         },
+        syntax: j.prompt_syntax.unwrap_or(args.prompt_syntax),
+        clip_skip: j.clip_skip.unwrap_or(args.clip_skip),
     };
     Ok(list.into_iter().enumerate().map(job).collect())
 }
 
 /// The pipeline for one video shape, with a progress bar over its graphs.
-fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, quiet: bool) -> Result<Pipeline, String> {
+fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize, quiet: bool) -> Result<Pipeline, String> {
     let loading = bar(quiet, 3, "loading");
-    let p = Pipeline::load(artifact.clone(), runtime, shape, |what| {
+    let p = Pipeline::load_for_tokens(artifact.clone(), runtime, shape, tokens, |what| {
         loading.set_message(format!("loading {what}"));
         loading.inc(1);
     })
@@ -376,7 +430,7 @@ fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, quiet: bool) 
 }
 
 /// One job: noise (or the `--latents-in` latents, read and checked by `run`), prompts, sampling, decoding, the output file.
-fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
+fn render(args: &Args, job: &Job, prompts: &Prompts, latents_in: Option<ndarray::ArrayD<f32>>, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
     let quiet = args.quiet;
     let start = Instant::now();
     let c = p.artifact.latent_channels();
@@ -391,9 +445,12 @@ fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &
     if let Some(path) = &args.noise_out {
         write_latents(path, &latent_shape, &noise)?;
     }
-    let uncond = p.tokenize(&job.negative).map_err(with_flags)?;
-    let cond = p.tokenize(&job.prompt).map_err(with_flags)?;
-    let ctx = p.encode(&uncond, &cond).map_err(with_flags)?;
+    let ctx = p.encode_prompts(&prompts.negative, &prompts.prompt, job.clip_skip).map_err(with_flags)?;
+    if prompts.tokens() != p.unet_tokens() {
+        let reloading = bar(quiet, 1, "loading UNet");
+        p.load_unet_for_tokens(prompts.tokens()).map_err(with_flags)?; // for this context length (tract fixes it)
+        reloading.finish_and_clear();
+    }
     let steps = bar(quiet, job.sampling.steps as u64, "denoising");
     let latents = p.sample_with(&ctx, noise, &job.sampling, generator.as_mut(), |_, _| steps.inc(1)).map_err(with_flags)?;
     steps.finish_and_clear();
@@ -411,8 +468,15 @@ fn render(args: &Args, job: &Job, latents_in: Option<ndarray::ArrayD<f32>>, p: &
         };
         let (name, out, shape, sampling) = (&job.name, job.out.display(), job.shape, &job.sampling);
         let sampler = describe_sampler(&sampling.sampler);
+        let mut text = String::new();
+        if prompts.tokens() > 77 {
+            text += &format!(", prompt {} chunks", prompts.tokens() / 77);
+        }
+        if job.clip_skip > 1 {
+            text += &format!(", clip skip {}", job.clip_skip);
+        }
         eprintln!(
-            "animate: {name} -> {out} ({} frames {}x{}, {sampler}, {} steps, guidance {}, {seed}, {} on {}, {:.1}s)",
+            "animate: {name} -> {out} ({} frames {}x{}, {sampler}, {} steps, guidance {}{text}, {seed}, {} on {}, {:.1}s)",
             frames.len(),
             shape.width,
             shape.height,
@@ -461,6 +525,7 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
             Setting::Spacing => "--timestep-spacing",
             Setting::Karras => "--karras",
             Setting::Eta => "--eta",
+            Setting::ClipSkip => "--clip-skip",
             other => return other.to_string(),
         }
         .into()

@@ -23,6 +23,13 @@ struct Args {
     /// LoRA) holds NaN or infinite values; by default that is an error naming the file and tensor.
     #[arg(long)]
     allow_nonfinite: bool,
+    /// Textual-inversion embedding to bake in, repeatable: an A1111 .pt or .safetensors
+    /// (emb_params, or an SDXL file's clip_l) or a diffusers learned_embeds.bin, optionally with
+    /// its trigger word after a `:` (default: the file's stem, e.g. easynegative for
+    /// easynegative.safetensors). Prompts use the trigger word (any case) where the embedding's
+    /// vectors go.
+    #[arg(long = "embedding", value_name = "FILE[:TOKEN]")]
+    embeddings: Vec<animatediff_build::EmbeddingSpec>,
     /// AnimateDiff motion module (.ckpt or .safetensors, official or diffusers layout).
     #[arg(long)]
     motion_module: PathBuf,
@@ -96,10 +103,11 @@ fn main() -> ExitCode {
             }
             if !opts.quiet {
                 eprintln!(
-                    "build-graph: wrote {} ({} motion module, {} LoRA(s)) in {:.1}s",
+                    "build-graph: wrote {} ({} motion module, {} LoRA(s), {} embedding(s)) in {:.1}s",
                     report.out.display(),
                     report.manifest.motion_version,
                     opts.loras.len(),
+                    opts.embeddings.len(),
                     start.elapsed().as_secs_f64()
                 );
             }
@@ -122,6 +130,7 @@ fn options(a: Args) -> BuildOptions {
         loras: a.model.loras,
         lora_scaling: a.model.lora_scaling,
         lora_ignore_unmatched: a.lora_ignore_unmatched,
+        embeddings: a.embeddings,
         allow_nonfinite: a.allow_nonfinite,
         motion_module: a.motion_module,
         motion_version: a.model.motion_version,
