@@ -23,7 +23,7 @@ rss="${FUZZ_RSS_MB:-2048}"
 timeout="${FUZZ_TIMEOUT:-10}"
 jobs="${FUZZ_JOBS:-1}"
 seconds="${FUZZ_SECONDS:-0}"
-targets=(safetensors torch_zip pickle ldm_checkpoint lora motion_module prompt_config npy manifest tokenizer)
+targets=(safetensors torch_zip pickle ldm_checkpoint lora motion_module embedding prompt_config npy manifest tokenizer)
 
 need_cargo_fuzz() {
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
@@ -40,7 +40,7 @@ seed() {
 # largest seed).
 max_len() {
     case "$1" in
-        safetensors|torch_zip|pickle|lora) echo "-max_len=16384" ;;
+        safetensors|torch_zip|pickle|lora|embedding) echo "-max_len=16384" ;;
         prompt_config|npy|manifest|tokenizer) echo "-max_len=65536" ;;
         *) echo "" ;;
     esac

@@ -160,9 +160,10 @@ fn locate(file: &TensorFile) -> Result<Located> {
                 listing(file)
             ))),
             many => Err(fail(format!(
-                "`string_to_param` holds {} tensors ({}); an embedding file holds exactly one, as A1111 requires",
+                "`string_to_param` holds {} tensors ({}{}); an embedding file holds exactly one, as A1111 requires",
                 many.len(),
-                many.join(", ")
+                many[..many.len().min(12)].join(", "),
+                if many.len() > 12 { ", ..." } else { "" }
             ))),
         };
     }

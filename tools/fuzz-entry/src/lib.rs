@@ -36,6 +36,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "ldm_checkpoint", what: "SD1.5 single files: LDM key mapping and architecture inference", run: ldm_checkpoint },
     Target { name: "lora", what: "LoRA key matching against a nano model and merging", run: lora },
     Target { name: "motion_module", what: "motion-module detection, versions and site checks", run: motion_module },
+    Target { name: "embedding", what: "textual-inversion embeddings: format detection, shape bounds, values", run: embedding },
     Target { name: "prompt_config", what: "YAML prompt configs (--config)", run: prompt_config },
     Target { name: "npy", what: ".npy latents (--latents-in)", run: npy },
     Target { name: "manifest", what: "the artifact manifest (manifest.json) and its validation", run: manifest },
@@ -161,6 +162,16 @@ pub fn motion_module(data: &[u8]) {
     if let Ok((arch, _)) = animatediff_build::model::architecture(model, Some(arch_json)) {
         let _ = animatediff_build::model::check_motion_module(&module, &arch, None);
         let _ = animatediff_build::model::check_motion_module(&module, &arch, Some(16));
+    }
+}
+
+/// A textual-inversion embedding (any container), read as `build-graph --embedding` reads it, then
+/// checked against an SD1.x text encoder's width.
+pub fn embedding(data: &[u8]) {
+    let path = as_file("embedding.pt", data);
+    if let Ok(e) = animatediff_formats::read_embedding(&path) {
+        let _ = e.vector(e.vectors - 1);
+        let _ = e.check_width(&path, 768);
     }
 }
 

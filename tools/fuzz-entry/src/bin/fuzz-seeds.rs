@@ -1,5 +1,5 @@
 //! Writes the seed inputs of every fuzz target into `<dir>/<target>/`: the fixture tool's nano
-//! model files in each format (the real key layouts), the pickles inside its torch zips, a
+//! model files in each format (the real key layouts) and its embeddings, the pickles inside its torch zips, a
 //! committed artifact manifest, official-style prompt configs, valid and lying `.npy` headers and
 //! prompts. `tools/fuzz.sh seed` runs it; the campaign grows and minimises the corpus from there.
 //!
@@ -39,6 +39,10 @@ fn write_seeds(dir: &Path) -> std::io::Result<()> {
         for f in files {
             put(dir, target, f, &read(f)?)?;
         }
+    }
+    for e in animatediff_fixtures::embeddings::EMBEDDINGS {
+        let name = e.file.rsplit('/').next().unwrap_or(e.file);
+        put(dir, "embedding", name, &read(e.file)?)?;
     }
     write_small_seeds(dir)?;
     for f in ["mm_v1.ckpt", "mm_v3.ckpt"] {
