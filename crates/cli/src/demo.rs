@@ -76,9 +76,14 @@ fn embedded_hash() -> u64 {
     h
 }
 
+/// Raised whenever `build-graph` writes graphs an earlier cached demo lacks, so that the cache
+/// is rebuilt rather than reused (2: the text encoder's `hidden_states` for CLIP skip and the
+/// UNet's context of 77 × chunks for long prompts).
+const DEMO_GRAPHS: u32 = 2;
+
 /// The cache directory of one demo variant (its artifact is `<dir>/artifact`).
 pub fn variant_dir(model: DemoModel) -> PathBuf {
-    let version = env!("CARGO_PKG_VERSION");
+    let version = format!("{}-g{DEMO_GRAPHS}", env!("CARGO_PKG_VERSION"));
     match model {
         DemoModel::Random => cache_dir().join(format!("demo-random-{version}")),
         m => cache_dir().join(format!("demo-{}-{version}-{:016x}", m.name(), embedded_hash())),

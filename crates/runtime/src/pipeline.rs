@@ -393,6 +393,9 @@ impl Pipeline {
 
 /// The UNet of `artifact` on `runtime` for `shape` and a context of `tokens`.
 fn load_unet(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize) -> Result<Box<dyn GraphSession>> {
+    if tokens == 0 || tokens % MAX_LENGTH != 0 || tokens / MAX_LENGTH > MAX_CHUNKS {
+        return Err(Error::Input(format!("a context of {tokens} tokens: expected 77 per prompt chunk, 1 to {MAX_CHUNKS} chunks")));
+    }
     let (c, d) = (artifact.latent_channels(), artifact.context_dim());
     let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
     runtime.load(&artifact.graph_path("unet"), &[InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([2, tokens, d])])
