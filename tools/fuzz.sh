@@ -23,7 +23,7 @@ rss="${FUZZ_RSS_MB:-2048}"
 timeout="${FUZZ_TIMEOUT:-10}"
 jobs="${FUZZ_JOBS:-1}"
 seconds="${FUZZ_SECONDS:-0}"
-targets=(safetensors torch_zip pickle ldm_checkpoint lora motion_module embedding prompt_config npy manifest tokenizer)
+targets=(safetensors torch_zip pickle ldm_checkpoint lora motion_module embedding prompt_config npy manifest tokenizer prompt)
 
 need_cargo_fuzz() {
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
@@ -41,7 +41,7 @@ seed() {
 max_len() {
     case "$1" in
         safetensors|torch_zip|pickle|lora|embedding) echo "-max_len=16384" ;;
-        prompt_config|npy|manifest|tokenizer) echo "-max_len=65536" ;;
+        prompt_config|npy|manifest|tokenizer|prompt) echo "-max_len=65536" ;;
         *) echo "" ;;
     esac
 }

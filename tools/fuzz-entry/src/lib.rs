@@ -41,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "npy", what: ".npy latents (--latents-in)", run: npy },
     Target { name: "manifest", what: "the artifact manifest (manifest.json) and its validation", run: manifest },
     Target { name: "tokenizer", what: "CLIP tokenisation of any prompt text", run: tokenizer },
+    Target { name: "prompt", what: "A1111 prompt syntax: weights, BREAK, chunks, trigger words", run: prompt },
 ];
 
 /// The target called `name`.
@@ -204,6 +205,36 @@ fn clip() -> &'static animatediff_runtime::ClipTokenizer {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/build/assets/clip_tokenizer.json");
         animatediff_runtime::ClipTokenizer::from_file(&path).expect("the committed CLIP tokenizer loads")
     })
+}
+
+/// The CLIP tokenizer with two trigger words (a 3-vector `easyneg`, a 1-vector `<toy>`), loaded once.
+fn clip_with_triggers() -> &'static animatediff_runtime::ClipTokenizer {
+    static CLIP: OnceLock<animatediff_runtime::ClipTokenizer> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/build/assets/clip_tokenizer.json");
+        let mut t = animatediff_runtime::ClipTokenizer::from_file(&path).expect("the committed CLIP tokenizer loads");
+        t.add_trigger("easyneg", 49408..49411).expect("a word");
+        t.add_trigger("<toy>", 49411..49412).expect("a word");
+        t
+    })
+}
+
+/// Prompt text (lossily decoded) through A1111's parser and chunker and the plain reading, with
+/// trigger words: either an error, or 1 to 32 chunks of 77 ids and finite weights, BOS first and
+/// EOS last.
+pub fn prompt(data: &[u8]) {
+    use animatediff_runtime::prompt::{CHUNK_LENGTH, MAX_CHUNKS};
+    let text = String::from_utf8_lossy(data);
+    for syntax in animatediff_runtime::PromptSyntax::ALL {
+        if let Ok(p) = clip_with_triggers().tokenize(&text, syntax) {
+            assert!((1..=MAX_CHUNKS).contains(&p.chunks.len()), "{} chunks", p.chunks.len());
+            for c in &p.chunks {
+                assert!(c.ids.len() == CHUNK_LENGTH && c.weights.len() == CHUNK_LENGTH);
+                assert!(c.ids[0] == 49406 && c.ids[CHUNK_LENGTH - 1] == 49407);
+                assert!(c.ids.iter().all(|&i| (0..49412).contains(&i)) && c.weights.iter().all(|w| w.is_finite()));
+            }
+        }
+    }
 }
 
 /// Prompt text (lossily decoded, as a YAML or command-line prompt would be) through the CLIP

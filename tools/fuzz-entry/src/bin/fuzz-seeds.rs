@@ -58,9 +58,22 @@ fn write_seeds(dir: &Path) -> std::io::Result<()> {
     }
     for (i, text) in PROMPTS.iter().enumerate() {
         put(dir, "tokenizer", &format!("prompt{i}.txt"), text.as_bytes())?;
+        put(dir, "prompt", &format!("prompt{i}.txt"), text.as_bytes())?;
+    }
+    for (i, text) in A1111_PROMPTS.iter().enumerate() {
+        put(dir, "prompt", &format!("a1111-{i}.txt"), text.as_bytes())?;
     }
     Ok(())
 }
+
+/// Prompts in A1111's syntax: weights, nesting, escapes, unbalanced brackets, BREAK, trigger words,
+/// commas near chunk ends.
+const A1111_PROMPTS: &[&str] = &[
+    "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+    "(masterpiece:1.2), best quality, (red fox BREAK blue bird), [[bokeh]], \\(literal\\)",
+    "easyneg, (EasyNeg:1.4), a <toy> BREAK BREAK (a ( b : .5 ) c:-1) [x (y] z) \\ :1.5)",
+    "w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, easyneg, w, w",
+];
 
 /// Small inputs beside the whole-model files, so that a campaign spends most of its executions on
 /// inputs of a few kilobytes (thousands a second) and mutates the structure, not tensor bytes:
