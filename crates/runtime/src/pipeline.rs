@@ -153,7 +153,7 @@ fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], 
 fn context_tokens(artifact: &Artifact, context: &[f32]) -> Result<usize> {
     let d = artifact.context_dim();
     let chunk = 2 * MAX_LENGTH * d;
-    if context.is_empty() || context.len() % chunk != 0 || context.len() / chunk > MAX_CHUNKS {
+    if context.is_empty() || !context.len().is_multiple_of(chunk) || context.len() / chunk > MAX_CHUNKS {
         return Err(Error::Input(format!(
             "text embeddings hold {} values, expected 2×77×{d} per prompt chunk, 1 to {MAX_CHUNKS} chunks (from Pipeline::encode or encode_prompts)",
             context.len()
@@ -393,7 +393,7 @@ impl Pipeline {
 
 /// The UNet of `artifact` on `runtime` for `shape` and a context of `tokens`.
 fn load_unet(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize) -> Result<Box<dyn GraphSession>> {
-    if tokens == 0 || tokens % MAX_LENGTH != 0 || tokens / MAX_LENGTH > MAX_CHUNKS {
+    if tokens == 0 || !tokens.is_multiple_of(MAX_LENGTH) || tokens / MAX_LENGTH > MAX_CHUNKS {
         return Err(Error::Input(format!("a context of {tokens} tokens: expected 77 per prompt chunk, 1 to {MAX_CHUNKS} chunks")));
     }
     let (c, d) = (artifact.latent_channels(), artifact.context_dim());

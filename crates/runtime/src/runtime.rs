@@ -120,7 +120,7 @@ mod tests {
     fn an_unavailable_provider_fails_or_falls_back_as_asked() {
         let avail = available(&RuntimeOptions::default());
         for ep in [Ep::Cpu, Ep::Cuda, Ep::TensorRt, Ep::DirectMl].into_iter().filter(|ep| !avail.contains(ep)) {
-            let e = Runtime::new(RuntimeOptions { ep, ..Default::default() }).err().expect("unavailable");
+            let e = Runtime::new(RuntimeOptions { ep, ..Default::default() }).expect_err("unavailable");
             let Error::ProviderUnavailable { fix: Some(fix), .. } = &e else { panic!("{e:?}") };
             let fix_names = match fix {
                 ProviderFix::OrtLibrary => "RuntimeOptions::ort_library",

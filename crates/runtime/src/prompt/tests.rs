@@ -97,7 +97,7 @@ fn an_embedding_expands_takes_its_weight_and_moves_whole() {
     assert_eq!(body(&p.chunks[0]), [101, 500, 501, 502, 600, 108]);
     assert_eq!(&p.chunks[0].weights[1..7], [1.0, 1.2, 1.2, 1.2, 1.0, 1.0]);
     // 73 tokens, then a 3-vector embedding: it does not fit, so it starts chunk 2
-    let p = run(&format!("{} easy w7 w1", words(0..73)), &[emb.clone()]);
+    let p = run(&format!("{} easy w7 w1", words(0..73)), std::slice::from_ref(&emb));
     assert_eq!(body(&p.chunks[0]).len(), 73);
     assert_eq!(body(&p.chunks[1]), [500, 501, 502, 101]);
     // plain syntax: expanded, then truncated
