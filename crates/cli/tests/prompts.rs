@@ -27,6 +27,17 @@ fn build_graph(set: &animatediff_fixtures::FixtureSet, out: &Path, embeddings: &
     c.args(["--no-golden", "--quiet", "--out", out.to_str().unwrap()]).output().unwrap()
 }
 
+/// The fixture set in a new temporary directory, and the path of one of its embedding files.
+fn fixtures() -> (tempfile::TempDir, animatediff_fixtures::FixtureSet) {
+    let dir = tempfile::tempdir().unwrap();
+    let set = animatediff_fixtures::write_fixture_set(&dir.path().join("fixtures"), animatediff_fixtures::DEFAULT_SEED).unwrap();
+    (dir, set)
+}
+
+fn embedding(set: &animatediff_fixtures::FixtureSet, name: &str) -> String {
+    set.path(&format!("embeddings/{name}")).display().to_string()
+}
+
 struct Animate {
     model: PathBuf,
     dir: PathBuf,
@@ -49,9 +60,8 @@ impl Animate {
 
 #[test]
 fn embeddings_weights_long_prompts_and_clip_skip_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = animatediff_fixtures::write_fixture_set(&dir.path().join("fixtures"), animatediff_fixtures::DEFAULT_SEED).unwrap();
-    let e = |name: &str| set.path(&format!("embeddings/{name}")).display().to_string();
+    let (dir, set) = fixtures();
+    let e = |name: &str| embedding(&set, name);
     let model = dir.path().join("artifact");
     ok(&build_graph(&set, &model, &[e("easyneg.pt"), format!("{}:mystyle", e("style.safetensors"))]));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap()).unwrap();
@@ -99,9 +109,8 @@ fn embeddings_weights_long_prompts_and_clip_skip_end_to_end() {
 
 #[test]
 fn wrong_embeddings_are_refused_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = animatediff_fixtures::write_fixture_set(&dir.path().join("fixtures"), animatediff_fixtures::DEFAULT_SEED).unwrap();
-    let e = |name: &str| set.path(&format!("embeddings/{name}")).display().to_string();
+    let (dir, set) = fixtures();
+    let e = |name: &str| embedding(&set, name);
     let out = dir.path().join("artifact");
     let err = failed(&build_graph(&set, &out, &[e("wide.safetensors")]));
     assert!(err.contains("wide.safetensors") && err.contains("width 64") && err.contains("48 wide"), "{err}");

@@ -535,6 +535,11 @@ impl Manifest {
         serde_json::to_string_pretty(&v).expect("a JSON value always prints") + "\n"
     }
 
+    /// Rows of the text encoder's token table: the vocabulary, then every embedding's vectors.
+    pub fn token_table_len(&self) -> usize {
+        self.architecture.text_encoder.vocab_size + self.inputs.embeddings.iter().map(|e| e.vectors).sum::<usize>()
+    }
+
     /// The precision `graph` computes in: the VAE decoder at `vae_precision`, the others at
     /// `precision`.
     pub fn precision_of(&self, graph: &str) -> Precision {

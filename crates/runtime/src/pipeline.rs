@@ -132,7 +132,7 @@ fn checked_sampler(artifact: &Artifact, sampling: &Sampling) -> Result<Sampler> 
 
 /// [`Pipeline::sample_with`]'s arguments: `latents` of `shape`'s length and finite, `context` of
 /// the text encoder's, `sampling` as [`check_sampling`] says; returns the sampler.
-fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<Sampler> {
+fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<(Sampler, usize)> {
     let c = artifact.latent_channels();
     let n = shape.latent_len(c);
     if latents.len() != n {
@@ -143,8 +143,8 @@ fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], 
         let value = format!("[{at}] = {}", latents[at]);
         return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
     }
-    context_tokens(artifact, context)?;
-    Ok(sampler)
+    let tokens = context_tokens(artifact, context)?;
+    Ok((sampler, tokens))
 }
 
 /// The sequence length of `context` `(2, 77 × chunks, D)`: 77 per prompt chunk, at most
@@ -271,8 +271,7 @@ impl Pipeline {
         }
         let empty = Chunk::empty(BOS, EOS);
         let d = self.artifact.context_dim();
-        let vocab = self.artifact.manifest.architecture.text_encoder.vocab_size as i64
-            + self.artifact.manifest.inputs.embeddings.iter().map(|e| e.vectors as i64).sum::<i64>();
+        let vocab = self.artifact.manifest.token_table_len() as i64;
         let mut rows = [Vec::with_capacity(chunks * MAX_LENGTH * d), Vec::with_capacity(chunks * MAX_LENGTH * d)];
         for j in 0..chunks {
             let pair = [negative.chunks.get(j).unwrap_or(&empty), prompt.chunks.get(j).unwrap_or(&empty)];
@@ -345,8 +344,7 @@ impl Pipeline {
         draws: &mut dyn NoiseSource,
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
-        let mut sampler = check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
-        let tokens = context_tokens(&self.artifact, context)?;
+        let (mut sampler, tokens) = check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
         self.load_unet_for_tokens(tokens)?;
         let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
         let n = self.shape.latent_len(c);

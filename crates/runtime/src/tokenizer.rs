@@ -57,11 +57,6 @@ impl ClipTokenizer {
         Ok(())
     }
 
-    /// The trigger words this tokenizer replaces by embedding vectors.
-    pub fn triggers(&self) -> &[Trigger] {
-        &self.triggers
-    }
-
     /// The text of token `id` as the vocabulary writes it (`</w>` ends a word), or the trigger
     /// word and vector number of an embedding's vector (`easyneg#1`).
     pub fn token_text(&self, id: i64) -> Option<String> {

@@ -82,11 +82,6 @@ impl Chunk {
         weights.push(1.0);
         Self { ids, weights }
     }
-
-    /// Whether any weight differs from 1 (else the emphasis leaves the encoding as it is).
-    pub fn weighted(&self) -> bool {
-        self.weights.iter().any(|&w| w != 1.0)
-    }
 }
 
 /// A prompt as chunks, ready for the text encoder.
