@@ -32,7 +32,10 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
     let d = Dim::Fixed;
     let te_out = || vec![Dim::Named("batch".into()), d(MAX_LENGTH), d(a.text_encoder.hidden_size)];
     // 77 tokens per prompt chunk (README, "Prompt syntax")
-    let context = vec![Dim::Named("batch".into()), Dim::Named("tokens".into()), d(a.unet.cross_attention_dim)];
+    // one context per video (batch) or per frame (batch × frames: prompt travel)
+    let context = vec![Dim::Named("context_batch".into()), Dim::Named("tokens".into()), d(a.unet.cross_attention_dim)];
+    let windows = vec![Dim::Named("windows".into()), Dim::Named("window_frames".into())];
+    let fuse = vec![Dim::fixed_or(opts.frames, "frames"), Dim::Named("windows".into()), Dim::Named("window_frames".into())];
     let video = |c: usize| {
         vec![Dim::Named("batch".into()), d(c), Dim::fixed_or(opts.frames, "frames"), Dim::fixed_or(h, "height"), Dim::fixed_or(w, "width")]
     };
@@ -52,7 +55,13 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
             lora_dependent_data: Some(unet_files.lora_dependent.clone()),
             ..inline(
                 "unet.onnx",
-                vec![f32("sample", video(a.unet.in_channels)), f32("timestep", vec![Dim::Named("batch".into())]), f32("encoder_hidden_states", context)],
+                vec![
+                    f32("sample", video(a.unet.in_channels)),
+                    f32("timestep", vec![Dim::Named("batch".into())]),
+                    f32("encoder_hidden_states", context),
+                    TensorSpec::new("motion_windows", DType::I64, windows),
+                    f32("motion_fuse", fuse),
+                ],
                 vec![f32("noise_pred", video(a.unet.out_channels))],
             )
         },
@@ -156,6 +165,7 @@ pub(crate) fn manifest(opts: &BuildOptions, model: &Model, motion: &MotionModule
         motion_version: motion.version,
         resnet_groupnorm: ResnetGroupNorm::of(motion.version),
         max_frames: motion.max_frames(),
+        per_frame_context: true,
         scheduler: animatediff_runtime::SchedulerConfig::animatediff_ddim(),
         precision: opts.precision,
         vae_precision: opts.vae_precision,

@@ -60,7 +60,8 @@ impl Attention {
     /// `context`: `(B, S, Cctx)`. The reference repeats the context per frame and attends frame by
     /// frame; since every query attends to its own video's keys alone, the F·L queries of a video
     /// are attended together and the keys and values are projected once per video instead of once
-    /// per frame: the same numbers, 1/F of the key/value work, larger matrix products.
+    /// per frame: the same numbers, 1/F of the key/value work, larger matrix products. With one
+    /// context per frame, `(B·F, S, Cctx)` (prompt travel), the same nodes attend frame by frame.
     pub fn forward_cross(&self, g: &mut Graph, x: &Value, context: &Value) -> Value {
         let q = self.to_q.forward(g, x);
         let b = g.shape_slice(context, 0, 1);

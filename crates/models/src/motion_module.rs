@@ -8,6 +8,13 @@
 //! ```
 //! The positional encoding is computed from its formula (interleaved sin/cos, docs/spec.md §2.3) and
 //! added to the LayerNorm output inside each attention block, before q/k/v (docs/spec.md §11.4).
+//!
+//! **Windows** (FreeNoise, as diffusers' `FreeNoiseTransformerBlock`): the two attention blocks
+//! run on windows of the frames, not on all of them, and their outputs are fused back into frames
+//! before the feed-forward. The windows are graph inputs ([`MotionWindows`]): which frames each
+//! window holds (positions 0..L inside every window) and fuse weights `(F, W, L)` whose row f
+//! holds the normalised weights of the window slots that hold frame f. One window of every frame
+//! with the identity as fuse matrix is the plain module, exactly (products by 1 and 0).
 
 use animatediff_formats::MotionVersion;
 use onnx_writer::{Graph, Value};
@@ -48,6 +55,31 @@ pub fn positional_table(len: usize, c: usize) -> Vec<f32> {
         }
     }
     pe
+}
+
+/// The windows the motion modules attend in (graph inputs `motion_windows` and `motion_fuse`, see
+/// the module documentation).
+pub struct MotionWindows {
+    /// i64 `(W, L)`: the frame indices of each window.
+    pub frames: Value,
+    /// `(F, W·L)` in the activation type: frame f = Σ_j fuse[f, j] · (window slot j).
+    pub fuse: Value,
+    /// `[L]`, i64.
+    pub len: Value,
+}
+
+impl MotionWindows {
+    /// From the two graph inputs: `frames` i64 `(W, L)`, `fuse` f32 `(F, W, L)` (3-D so that its
+    /// sizes are the windows' own, which lets shape inference see W·L on both sides).
+    pub fn new(g: &mut Graph, frames: Value, fuse: &Value) -> Self {
+        let len = g.shape_slice(&frames, 1, 2);
+        let f = g.shape_slice(fuse, 0, 1);
+        let minus_one = g.const_i64(&[-1]);
+        let flat = g.concat(&[&f, &minus_one], 0);
+        let fuse = g.reshape(fuse, &flat);
+        let fuse = g.to_act(&fuse);
+        Self { frames, fuse, len }
+    }
 }
 
 /// One of the temporal transformer block's attentions (`attention_blocks.{a}`) with the
@@ -92,35 +124,45 @@ impl MotionModule {
         })
     }
 
-    /// `x`: `(B·F, C, H, W)` → same shape.
-    pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames) -> Value {
+    /// `x`: `(B·F, C, H, W)` → same shape; the attentions run in `windows`.
+    pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames, windows: &MotionWindows) -> Value {
         let c = self.channels as i64;
         let h = self.norm.forward(g, x, NormSpan::PerFrame, None);
         let h = to_tokens(g, &h, self.channels); // (B·F, D, C), D = H·W
-        let mut h = self.proj_in.forward(g, &h);
+        let h = self.proj_in.forward(g, &h);
         let tokens_shape = g.shape(&h);
 
-        // pe[:F]
-        let zero = g.const_i64(&[0]);
-        let pe = g.slice(&self.pe, &zero, &frames.f, &[0]);
-        // (B·F, D, C) ↔ (B·D, F, C)
+        // (B·F, D, C) → (B·D, F, C): one sequence of frames per video and pixel
         let minus_one = g.const_i64(&[-1]);
         let cc = g.const_i64(&[c]);
         let bfdc = g.concat(&[&frames.b, &frames.f, &minus_one, &cc], 0);
         let seq = g.concat(&[&minus_one, &frames.f, &cc], 0);
+        let s = g.reshape(&h, &bfdc); // (B, F, D, C)
+        let s = g.transpose(&s, &[0, 2, 1, 3]); // (B, D, F, C)
+        let s = g.reshape(&s, &seq); // (B·D, F, C)
+        // the windows: (B·D, W, L, C) → (B·D·W, L, C), positions 0..L in each
+        let bd = g.shape_slice(&s, 0, 1);
+        let s = g.gather(&s, &windows.frames, 1);
+        let gathered = g.shape(&s);
+        let per_window = g.concat(&[&minus_one, &windows.len, &cc], 0);
+        let mut s = g.reshape(&s, &per_window);
+        let zero = g.const_i64(&[0]);
+        let pe = g.slice(&self.pe, &zero, &windows.len, &[0]);
         for a in &self.attention_blocks {
-            let n = a.norm.forward(g, &h);
-            let n = g.reshape(&n, &bfdc); // (B, F, D, C)
-            let n = g.transpose(&n, &[0, 2, 1, 3]); // (B, D, F, C)
-            let n = g.reshape(&n, &seq); // (B·D, F, C)
+            let n = a.norm.forward(g, &s);
             let n = g.add(&n, &pe);
             let o = a.attention.forward(g, &n);
-            let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
-            let o = g.reshape(&o, &bdfc); // (B, D, F, C)
-            let o = g.transpose(&o, &[0, 2, 1, 3]); // (B, F, D, C)
-            let o = g.reshape(&o, &tokens_shape); // (B·F, D, C)
-            h = g.add(&h, &o);
+            s = g.add(&s, &o);
         }
+        // fused back into frames: (F, W·L) @ (B·D, W·L, C) → (B·D, F, C)
+        let s = g.reshape(&s, &gathered);
+        let slots = g.concat(&[&bd, &minus_one, &cc], 0);
+        let s = g.reshape(&s, &slots);
+        let s = g.matmul(&windows.fuse, &s);
+        let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
+        let s = g.reshape(&s, &bdfc); // (B, D, F, C)
+        let s = g.transpose(&s, &[0, 2, 1, 3]); // (B, F, D, C)
+        let h = g.reshape(&s, &tokens_shape); // (B·F, D, C)
         let n = self.ff_norm.forward(g, &h);
         let f = self.ff.forward(g, &n);
         let h = g.add(&h, &f);

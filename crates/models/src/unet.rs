@@ -2,16 +2,19 @@
 //! layers treat frames as batch, with a motion module after every ResNet(+transformer) layer of
 //! every down and up block (and in the mid block for v2).
 //!
-//! Graph I/O: `sample` f32 [B,4,F,h,w], `timestep` f32 [B], `encoder_hidden_states` f32 [B,77·chunks,D]
-//! → `noise_pred` f32 [B,4,F,h,w]. Activations stay `(B·F, C, H, W)`; only the motion modules and
-//! v1's cross-frame GroupNorms look at the frame axis.
+//! Graph I/O: `sample` f32 [B,4,F,h,w], `timestep` f32 [B], `encoder_hidden_states` f32
+//! [B or B·F, 77·chunks, D] (one context per video, or one per frame: prompt travel),
+//! `motion_windows` i64 [W, L] and `motion_fuse` f32 [F, W, L] (the motion modules' windows, see
+//! `motion_module`; one window `[0..F]` and the identity for the plain module) → `noise_pred` f32
+//! [B,4,F,h,w]. Activations stay `(B·F, C, H, W)`; only the motion modules and v1's cross-frame
+//! GroupNorms look at the frame axis.
 
 use animatediff_formats::arch::UnetArch;
 use animatediff_formats::{ComponentWeights, LoraSet, MotionVersion};
 use onnx_writer::{Dim, ElemType, Graph, Value};
 
 use crate::error::{BuildError, Result};
-use crate::motion_module::{MotionConfig, MotionModule};
+use crate::motion_module::{MotionConfig, MotionModule, MotionWindows};
 use crate::nn::{Conv2d, Frames, GroupNorm, Linear, NormSpan, Upsample};
 use crate::resnet::{ResnetBlock, ResnetConfig};
 use crate::spatial_transformer::{SpatialTransformer, SpatialTransformerConfig};
@@ -69,11 +72,13 @@ pub struct UnetShapes {
 }
 
 /// What every layer is conditioned on: the SiLU of the time embedding `(B, T)`, the text
-/// `(B, 77, D)` (one per video, not repeated per frame) and the batch and frame counts.
+/// `(B, 77·chunks, D)` (one per video, not repeated per frame) or `(B·F, 77·chunks, D)` (one per
+/// frame), the batch and frame counts, and the motion modules' windows.
 struct Conditioning {
     silu_temb: Value,
     context: Value,
     frames: Frames,
+    windows: MotionWindows,
 }
 
 /// The weights every block reads besides the UNet's own: the motion modules', and the
@@ -111,7 +116,7 @@ impl Layer {
             Some(a) => a.forward(g, &h, &cond.context),
             None => h,
         };
-        self.motion.forward(g, &h, &cond.frames)
+        self.motion.forward(g, &h, &cond.frames, &cond.windows)
     }
 }
 
@@ -220,7 +225,7 @@ impl MidBlock {
         let h = self.resnet0.forward(g, x, Some(&cond.silu_temb), Some(&cond.frames));
         let h = self.attention.forward(g, &h, &cond.context);
         let h = match &self.motion {
-            Some(m) => m.forward(g, &h, &cond.frames),
+            Some(m) => m.forward(g, &h, &cond.frames, &cond.windows),
             None => h,
         };
         self.resnet1.forward(g, &h, Some(&cond.silu_temb), Some(&cond.frames))
@@ -322,17 +327,22 @@ impl Unet3d {
         let (hd, wd) = (Dim::fixed_or_sym(shapes.height, "height"), Dim::fixed_or_sym(shapes.width, "width"));
         let sample = g.input("sample", ElemType::F32, &[b.clone(), Dim::Fixed(a.in_channels), f.clone(), hd.clone(), wd.clone()]);
         let timestep = g.input("timestep", ElemType::F32, std::slice::from_ref(&b));
-        // 77 tokens per prompt chunk: one chunk, or several for long prompts (77 × chunks)
-        let context = g.input("encoder_hidden_states", ElemType::F32, &[b.clone(), Dim::sym("tokens"), Dim::Fixed(a.cross_attention_dim)]);
+        // 77 tokens per prompt chunk: one chunk, or several for long prompts (77 × chunks); one
+        // context per video (B) or per frame (B·F)
+        let context = g.input("encoder_hidden_states", ElemType::F32, &[Dim::sym("context_batch"), Dim::sym("tokens"), Dim::Fixed(a.cross_attention_dim)]);
+        let window_frames = g.input("motion_windows", ElemType::I64, &[Dim::sym("windows"), Dim::sym("window_frames")]);
+        let fuse = g.input("motion_fuse", ElemType::F32, &[f.clone(), Dim::sym("windows"), Dim::sym("window_frames")]);
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
-        // stays (B, 77·chunks, D), not repeated per frame: cross-attention attends a video's frames together
+        // stays (B, 77·chunks, D), not repeated per frame: cross-attention attends a video's frames
+        // together (or (B·F, …): each frame its own)
         let context = g.to_act(&context);
+        let windows = MotionWindows::new(g, window_frames, &fuse);
         // time embedding: (B, T), and its SiLU shared by every ResNet
         let temb = g.scoped("time_embedding", |g| self.time_embedding.forward(g, &timestep));
         let silu_temb = g.silu(&temb);
         let x = g.scoped("fold", |g| self.fold(g, &sample));
-        let cond = Conditioning { silu_temb, context, frames };
+        let cond = Conditioning { silu_temb, context, frames, windows };
 
         let mut h = self.conv_in.forward(g, &x);
         let mut skips = vec![h.clone()];

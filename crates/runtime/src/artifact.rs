@@ -115,6 +115,17 @@ impl Artifact {
         self.manifest.max_frames
     }
 
+    /// Whether the UNet has the motion-window inputs `motion_windows` and `motion_fuse` (FreeNoise;
+    /// artifacts built before issue 19 have neither).
+    pub fn motion_windows(&self) -> bool {
+        self.manifest.graphs.unet.inputs.iter().any(|i| i.name == "motion_windows")
+    }
+
+    /// Whether the UNet takes one text context per frame ([`Manifest::per_frame_context`]).
+    pub fn per_frame_context(&self) -> bool {
+        self.manifest.per_frame_context
+    }
+
     /// The motion module's version.
     pub fn motion_version(&self) -> MotionVersion {
         self.manifest.motion_version

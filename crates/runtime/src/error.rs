@@ -40,6 +40,14 @@ pub enum Setting {
     Eta,
     /// The `clip_skip` argument of [`Pipeline::encode_prompts`](crate::Pipeline::encode_prompts).
     ClipSkip,
+    /// [`Pipeline::set_context`](crate::Pipeline::set_context): context windows for long videos.
+    Context,
+    /// [`ContextOptions::length`](crate::ContextOptions::length).
+    ContextLength,
+    /// [`ContextOptions::overlap`](crate::ContextOptions::overlap).
+    ContextOverlap,
+    /// The keyframes of [`Pipeline::encode_travel`](crate::Pipeline::encode_travel): prompt travel.
+    Keyframes,
 }
 
 impl fmt::Display for Setting {
@@ -58,6 +66,10 @@ impl fmt::Display for Setting {
             Setting::Karras => "SamplerOptions::karras",
             Setting::Eta => "SamplerOptions::eta",
             Setting::ClipSkip => "Pipeline::encode_prompts's clip_skip",
+            Setting::Context => "Pipeline::set_context",
+            Setting::ContextLength => "ContextOptions::length",
+            Setting::ContextOverlap => "ContextOptions::overlap",
+            Setting::Keyframes => "Pipeline::encode_travel's keyframes",
         })
     }
 }
@@ -96,6 +108,16 @@ pub enum Error {
         value: String,
         /// What the artifact accepts instead.
         reason: String,
+    },
+    /// More frames than the motion module takes at once, without context windows.
+    #[error("{}", self.describe(&|s| s.to_string()))]
+    FramesNeedContext {
+        /// The frames asked for.
+        frames: usize,
+        /// The motion module's position table.
+        max: usize,
+        /// The motion module's version, e.g. `v2`.
+        version: String,
     },
     /// The requested execution provider cannot run here.
     #[error("{}", self.describe(&|s| s.to_string()))]
@@ -150,6 +172,11 @@ impl Error {
                 };
                 format!("execution provider `{requested}` is not available: {reason}. Available here: {available}{hint}")
             }
+            Error::FramesNeedContext { frames, max, version } => format!(
+                "{} {frames}: this model's {version} motion module takes 1 to {max} frames at once; longer videos need context windows: {} uniform (or freenoise)",
+                name(Setting::Frames),
+                name(Setting::Context)
+            ),
             other => other.to_string(),
         }
     }

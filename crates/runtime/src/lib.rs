@@ -48,6 +48,7 @@
 pub mod artifact;
 pub mod attention_fit;
 pub mod check;
+pub mod context;
 mod error;
 mod heap;
 pub mod manifest;
@@ -72,7 +73,8 @@ pub use artifact::{sha256_file, Artifact};
 pub use error::{Error, ProviderFix, Result, Setting};
 pub use ort_env::environment as ort_environment;
 pub use manifest::{Manifest, Precision};
-pub use pipeline::{check_clip_skip, check_sampling, Frame, Pipeline, Sampling, VideoShape, MAX_LATENT_SIDE};
+pub use context::{ContextFuse, ContextMethod, ContextOptions, MAX_VIDEO_FRAMES};
+pub use pipeline::{check_clip_skip, check_sampling, Frame, Pipeline, SamplePlan, Sampling, TextConditioning, VideoShape, MAX_LATENT_SIDE};
 pub use providers::{CpuArena, Ep, ARENA_MAX_LATENT_PIXELS};
 pub use runtime::{available, Runtime, RuntimeOptions};
 pub use sampler::{Sampler, SamplerKind, SamplerOptions, Spacing};

@@ -58,6 +58,11 @@ pub struct Manifest {
     pub resnet_groupnorm: ResnetGroupNorm,
     /// The largest frame count the motion module accepts (its positional table).
     pub max_frames: usize,
+    /// Whether the UNet takes one text context per frame, `encoder_hidden_states` of batch B·F, as
+    /// well as one per video (batch B): prompt travel. The rule is the input's shape, so a run
+    /// with one prompt pays nothing for it. Artifacts built before it (issue 19) take one per video.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_frame_context: bool,
     /// The scheduler the motion module was trained and is sampled with.
     pub scheduler: SchedulerConfig,
     /// Weight and compute precision of the text encoder and the UNet.

@@ -174,8 +174,17 @@ fn graphs(m: &Manifest) -> Check {
     // per input: (rank, the sizes the architecture fixes by axis, the largest size by axis)
     let side = MAX_LATENT_SIDE;
     tensors(&g.text_encoder, "text_encoder", &[(2, [None, Some(MAX_LENGTH), None, None, None])], 1 << 20)?;
-    let unet = [(5, [None, latent, None, None, None]), (1, [None; 5]), (3, [None, Some(MAX_LENGTH), context, None, None])];
-    tensors(&g.unet, "unet", &unet, 1 << 20)?;
+    // sample, timestep, encoder_hidden_states (and, since issue 19, motion_windows, motion_fuse)
+    let unet = [(5, [None, latent, None, None, None]), (1, [None; 5]), (3, [None, Some(MAX_LENGTH), context, None, None]), (2, [None; 5]), (3, [None; 5])];
+    let unet = if g.unet.inputs.len() == 5 { &unet[..] } else { &unet[..3] };
+    tensors(&g.unet, "unet", unet, 1 << 20)?;
+    if let Some(extra) = g.unet.inputs.get(3..) {
+        for (i, (spec, name)) in extra.iter().zip(["motion_windows", "motion_fuse"]).enumerate() {
+            if spec.name != name {
+                return Err(InvalidField::new(&format!("graphs.unet.inputs[{}].name", i + 3), format!("{:?}", spec.name), format!("{name:?}")));
+            }
+        }
+    }
     tensors(&g.vae_decoder, "vae_decoder", &[(4, [None, Some(a.vae.latent_channels), None, None, None])], 1 << 20)?;
     let sample = &g.unet.inputs[0].shape;
     for (axis, hi) in [(2, m.max_frames), (3, side), (4, side)] {

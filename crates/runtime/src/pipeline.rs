@@ -7,6 +7,7 @@
 //! ```
 
 use crate::artifact::Artifact;
+use crate::context::{interpolate_keyframes, shuffle_context, ContextMethod, ContextOptions, Fusion, MAX_VIDEO_FRAMES};
 use crate::error::{Error, Result, Setting};
 use crate::runtime::Runtime;
 use crate::session::{GraphSession, InputSpec, Tensor};
@@ -29,7 +30,8 @@ pub struct Frame {
 /// Video size: frames and pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VideoShape {
-    /// Frames (1 to the motion module's maximum, see [`Artifact::max_frames`]).
+    /// Frames: 1 to the motion module's maximum ([`Artifact::max_frames`]), or to
+    /// [`MAX_VIDEO_FRAMES`] with context windows ([`VideoShape::check_with`]).
     pub frames: usize,
     /// Pixels, a multiple of 8.
     pub height: usize,
@@ -56,6 +58,15 @@ impl VideoShape {
     /// width and height positive multiples of 8 up to 8 × [`MAX_LATENT_SIDE`] pixels (and the
     /// artifact's fixed size, if it has one).
     pub fn check(&self, artifact: &Artifact) -> Result<()> {
+        self.check_with(artifact, None)
+    }
+
+    /// [`check`](Self::check) for a video sampled with `context` windows: then up to
+    /// [`MAX_VIDEO_FRAMES`] frames, the windows no longer than the motion module's maximum, and
+    /// the UNet's frames (one window's, or every frame's for FreeNoise) the artifact's fixed count
+    /// if it has one. Without windows, more frames than the motion module takes is
+    /// [`Error::FramesNeedContext`].
+    pub fn check_with(&self, artifact: &Artifact, context: Option<&ContextOptions>) -> Result<()> {
         let VideoShape { frames, height, width } = *self;
         let most = MAX_LATENT_SIDE * 8;
         for (setting, v) in [(Setting::Width, width), (Setting::Height, height)] {
@@ -64,16 +75,30 @@ impl VideoShape {
                 return Err(Error::Invalid { setting, value: v.to_string(), reason });
             }
         }
-        if frames == 0 || frames > artifact.max_frames() {
-            return Err(Error::Invalid {
-                setting: Setting::Frames,
-                value: frames.to_string(),
-                reason: format!("this model's {} motion module accepts 1 to {} frames", artifact.motion_version(), artifact.max_frames()),
-            });
+        let max = artifact.max_frames();
+        if frames == 0 || (context.is_some() && frames > MAX_VIDEO_FRAMES) {
+            let most = if context.is_some() { MAX_VIDEO_FRAMES } else { max };
+            let reason = format!("expected 1 to {most} frames");
+            return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
         }
+        let unet_frames = match context {
+            None if frames > max => return Err(Error::FramesNeedContext { frames, max, version: artifact.motion_version().to_string() }),
+            None => frames,
+            Some(c) => {
+                c.check(max)?;
+                if c.method == ContextMethod::FreeNoise && !artifact.motion_windows() {
+                    let reason = "this artifact's UNet has no motion-window inputs (it was built before FreeNoise); rebuild it with build-graph, or use uniform".into();
+                    return Err(Error::Invalid { setting: Setting::Context, value: c.method.to_string(), reason });
+                }
+                match c.method {
+                    ContextMethod::Uniform => c.window_len(frames),
+                    ContextMethod::FreeNoise => frames,
+                }
+            }
+        };
         if let Some(f) = artifact.fixed_frames() {
-            if f != frames {
-                let reason = format!("the model was built for exactly {f} frames (its manifest's fixed frame count)");
+            if f != unet_frames {
+                let reason = format!("the model was built for exactly {f} frames at once (its manifest's fixed frame count)");
                 return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
             }
         }
@@ -130,9 +155,50 @@ fn checked_sampler(artifact: &Artifact, sampling: &Sampling) -> Result<Sampler> 
     Ok(sampler)
 }
 
-/// [`Pipeline::sample_with`]'s arguments: `latents` of `shape`'s length and finite, `context` of
-/// the text encoder's, `sampling` as [`check_sampling`] says; returns the sampler.
-fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], latents: &[f32], sampling: &Sampling) -> Result<(Sampler, usize)> {
+/// The text embeddings a video is sampled with: the negative prompt's, one per video, and the
+/// prompt's, one per video ([`Pipeline::encode_prompts`]) or one per frame (prompt travel,
+/// [`Pipeline::encode_travel`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConditioning {
+    /// The context length: 77 per prompt chunk.
+    pub tokens: usize,
+    /// The negative prompt's embeddings `(tokens, D)`.
+    pub negative: Vec<f32>,
+    /// The prompt's embeddings: `(tokens, D)`, or `(frames, tokens, D)` when `per_frame`.
+    pub prompt: Vec<f32>,
+    /// Whether `prompt` holds one context per frame.
+    pub per_frame: bool,
+}
+
+impl TextConditioning {
+    /// From `(2, tokens, D)` embeddings, negative first (what [`Pipeline::encode_prompts`] returns).
+    pub fn from_pair(artifact: &Artifact, context: &[f32]) -> Result<Self> {
+        let tokens = context_tokens(artifact, context)?;
+        let (negative, prompt) = context.split_at(context.len() / 2);
+        Ok(Self { tokens, negative: negative.to_vec(), prompt: prompt.to_vec(), per_frame: false })
+    }
+
+    /// The UNet's `encoder_hidden_states` for the frames `frames` of a video, CFG batch 2:
+    /// `(2, T, D)` with one context per video, `(2·frames, T, D)` with one per frame (the negative
+    /// repeated, then each frame's prompt).
+    fn unet_context(&self, frames: &[usize]) -> (Vec<usize>, Vec<f32>) {
+        let row = self.negative.len();
+        let d = row / self.tokens.max(1);
+        if !self.per_frame {
+            let data = [&self.negative[..], &self.prompt[..]].concat();
+            return (vec![2, self.tokens, d], data);
+        }
+        let mut data = Vec::with_capacity(2 * frames.len() * row);
+        frames.iter().for_each(|_| data.extend_from_slice(&self.negative));
+        frames.iter().for_each(|&f| data.extend_from_slice(&self.prompt[f * row..(f + 1) * row]));
+        (vec![2 * frames.len(), self.tokens, d], data)
+    }
+}
+
+/// [`Pipeline::sample_conditioned`]'s arguments: `latents` of `shape`'s length and finite, `text`
+/// of the artifact's width (and one context per frame only where the UNet takes it),
+/// `sampling` as [`check_sampling`] says; returns the sampler.
+fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, text: &TextConditioning, latents: &[f32], sampling: &Sampling) -> Result<Sampler> {
     let c = artifact.latent_channels();
     let n = shape.latent_len(c);
     if latents.len() != n {
@@ -143,8 +209,23 @@ fn check_sample_inputs(artifact: &Artifact, shape: VideoShape, context: &[f32], 
         let value = format!("[{at}] = {}", latents[at]);
         return Err(Error::Invalid { setting: Setting::Latents, value, reason: "expected finite numbers only".into() });
     }
-    let tokens = context_tokens(artifact, context)?;
-    Ok((sampler, tokens))
+    let d = artifact.context_dim();
+    let row = text.tokens * d;
+    check_tokens(artifact, text.tokens)?;
+    let rows = if text.per_frame { shape.frames } else { 1 };
+    if text.negative.len() != row || text.prompt.len() != rows * row {
+        return Err(Error::Input(format!(
+            "text embeddings hold {} + {} values, expected {row} for the negative prompt and {rows} × {row} for the prompt ({} tokens × {d})",
+            text.negative.len(),
+            text.prompt.len(),
+            text.tokens
+        )));
+    }
+    if text.per_frame && !artifact.per_frame_context() {
+        let reason = "this artifact's UNet takes one text context per video (it was built before prompt travel); rebuild it with build-graph".into();
+        return Err(Error::Invalid { setting: Setting::Keyframes, value: "one context per frame".into(), reason });
+    }
+    Ok(sampler)
 }
 
 /// The sequence length of `context` `(2, 77 × chunks, D)`: 77 per prompt chunk, at most
@@ -160,12 +241,22 @@ fn context_tokens(artifact: &Artifact, context: &[f32]) -> Result<usize> {
         )));
     }
     let tokens = context.len() / (2 * d);
+    check_tokens(artifact, tokens)?;
+    Ok(tokens)
+}
+
+/// A context of `tokens`: 77 per prompt chunk, 1 to [`MAX_CHUNKS`] chunks, and what the artifact's
+/// UNet takes (one that was built before long prompts takes 77 only).
+fn check_tokens(artifact: &Artifact, tokens: usize) -> Result<()> {
+    if tokens == 0 || !tokens.is_multiple_of(MAX_LENGTH) || tokens / MAX_LENGTH > MAX_CHUNKS {
+        return Err(Error::Input(format!("a context of {tokens} tokens: expected 77 per prompt chunk, 1 to {MAX_CHUNKS} chunks")));
+    }
     match artifact.manifest.graphs.unet.inputs.get(2).and_then(|s| s.shape.get(1)).and_then(|d| d.fixed()) {
         Some(n) if n != tokens => Err(Error::Input(format!(
             "the prompt needs {} chunks of 77 tokens, but this artifact's UNet takes exactly {n} context tokens (it was built before long prompts and BREAK; rebuild it with build-graph, or shorten the prompt to 75 tokens)",
             tokens / MAX_LENGTH
         ))),
-        _ => Ok(tokens),
+        _ => Ok(()),
     }
 }
 
@@ -199,9 +290,54 @@ pub struct Pipeline {
     tokenizer: ClipTokenizer,
     text_encoder: Box<dyn GraphSession>,
     unet: Box<dyn GraphSession>,
-    /// The context length the UNet was loaded for (77 per prompt chunk).
-    unet_tokens: usize,
+    /// The input shapes the UNet was loaded for.
+    unet_key: UnetKey,
+    /// Context windows, if the video is sampled with them.
+    context: Option<ContextOptions>,
     vae: Box<dyn GraphSession>,
+}
+
+/// How [`Pipeline::load_with`] loads the UNet: for a context of `tokens` (77 per prompt chunk),
+/// with context windows or none, one text context per video or per frame. Sampling with other
+/// settings reloads it (tract optimises a graph for its input shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SamplePlan {
+    /// The context length: 77 × prompt chunks.
+    pub tokens: usize,
+    /// Context windows ([`Pipeline::set_context`]).
+    pub context: Option<ContextOptions>,
+    /// One text context per frame (prompt travel).
+    pub per_frame: bool,
+}
+
+impl Default for SamplePlan {
+    fn default() -> Self {
+        Self { tokens: MAX_LENGTH, context: None, per_frame: false }
+    }
+}
+
+/// The shapes of the UNet's inputs: frames per run, context length and batch, motion windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct UnetKey {
+    frames: usize,
+    tokens: usize,
+    per_frame: bool,
+    /// (windows, frames per window) of `motion_windows`.
+    windows: (usize, usize),
+}
+
+impl UnetKey {
+    fn of(frames: usize, plan: &SamplePlan) -> Self {
+        let (frames, windows) = match plan.context {
+            None => (frames, (1, frames)),
+            Some(c) if c.method == ContextMethod::Uniform => (c.window_len(frames), (1, c.window_len(frames))),
+            Some(c) => {
+                let f = c.fusion(frames);
+                (frames, (f.windows.len(), f.window_len()))
+            }
+        };
+        Self { frames, tokens: plan.tokens, per_frame: plan.per_frame, windows }
+    }
 }
 
 impl Pipeline {
@@ -215,20 +351,41 @@ impl Pipeline {
     /// [`load`](Self::load) with the UNet loaded for a context of `tokens` (77 × the prompt
     /// chunks of [`encode_prompts`](Self::encode_prompts)): tract optimises a graph for its input
     /// shapes, so a context of another length later reloads the UNet.
-    pub fn load_for_tokens(artifact: Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize, mut progress: impl FnMut(&str)) -> Result<Self> {
-        shape.check(&artifact)?;
+    pub fn load_for_tokens(artifact: Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize, progress: impl FnMut(&str)) -> Result<Self> {
+        Self::load_with(artifact, runtime, shape, SamplePlan { tokens, ..Default::default() }, progress)
+    }
+
+    /// [`load`](Self::load) for sampling as `plan` says: context length, context windows (then
+    /// `shape` may have more frames than the motion module takes, see [`VideoShape::check_with`])
+    /// and one text context per frame or per video.
+    pub fn load_with(artifact: Artifact, runtime: &Runtime, shape: VideoShape, plan: SamplePlan, mut progress: impl FnMut(&str)) -> Result<Self> {
+        shape.check_with(&artifact, plan.context.as_ref())?;
+        let key = UnetKey::of(shape.frames, &plan);
         let h = shape.height / 8;
         let w = shape.width / 8;
-        let warnings = crate::attention_fit::check(&artifact, runtime.ep, shape)?;
+        let warnings = crate::attention_fit::check(&artifact, runtime.ep, VideoShape { frames: key.frames, ..shape })?;
         let tokenizer = ClipTokenizer::for_artifact(&artifact)?;
         let c = artifact.latent_channels();
         progress("text encoder");
         let text_encoder = runtime.load(&artifact.graph_path("text_encoder"), &[InputSpec::i64([2, MAX_LENGTH])])?;
         progress("UNet");
-        let unet = load_unet(&artifact, runtime, shape, tokens)?;
+        let unet = load_unet(&artifact, runtime, shape, key)?;
         progress("VAE decoder");
         let vae = runtime.load(&artifact.graph_path("vae_decoder"), &[InputSpec::f32([1, c, h, w])])?;
-        Ok(Self { artifact, shape, warnings, runtime: runtime.clone(), tokenizer, text_encoder, unet, unet_tokens: tokens, vae })
+        Ok(Self { artifact, shape, warnings, runtime: runtime.clone(), tokenizer, text_encoder, unet, unet_key: key, context: plan.context, vae })
+    }
+
+    /// Samples with `context` windows from now on, or with none (checked against the video shape;
+    /// the UNet is reloaded when the next sampling needs other shapes).
+    pub fn set_context(&mut self, context: Option<ContextOptions>) -> Result<()> {
+        self.shape.check_with(&self.artifact, context.as_ref())?;
+        self.context = context;
+        Ok(())
+    }
+
+    /// The context windows in use.
+    pub fn context(&self) -> Option<ContextOptions> {
+        self.context
     }
 
     /// The artifact's tokenizer, with its trigger words.
@@ -307,19 +464,71 @@ impl Pipeline {
         Ok(context)
     }
 
+    /// Text embeddings for prompt travel: the prompt of each keyframe `(frame, prompt)` encoded as
+    /// [`encode_prompts`](Self::encode_prompts) does (every prompt padded to the most chunks any
+    /// has, with the empty prompt's chunk), then one context per frame of a video of `frames`,
+    /// linearly interpolated between keyframes as diffusers' FreeNoise does (frame `a + i` of
+    /// the keyframes `a < b` is `(1 − i/(b−a))·E_a + i/(b−a)·E_b`); frames before the first
+    /// keyframe and after the last hold it, or with `closed_loop` the last interpolates towards
+    /// the first, `frames` later. The negative prompt stays one per video. Keyframes must be
+    /// distinct frames below `frames` ([`Setting::Keyframes`]).
+    pub fn encode_travel(&mut self, negative: &TokenizedPrompt, keyframes: &[(usize, TokenizedPrompt)], frames: usize, closed_loop: bool, clip_skip: usize) -> Result<TextConditioning> {
+        let invalid = |value: String, reason: String| Err(Error::Invalid { setting: Setting::Keyframes, value, reason });
+        if keyframes.is_empty() {
+            return invalid("none".into(), "expected at least one keyframe prompt".into());
+        }
+        let mut order: Vec<usize> = (0..keyframes.len()).collect();
+        order.sort_by_key(|&i| keyframes[i].0);
+        for pair in order.windows(2) {
+            if keyframes[pair[0]].0 == keyframes[pair[1]].0 {
+                return invalid(keyframes[pair[0]].0.to_string(), "two prompts for the same frame; give each frame one".into());
+            }
+        }
+        if let Some((f, _)) = keyframes.iter().find(|(f, _)| *f >= frames) {
+            return invalid(f.to_string(), format!("a keyframe must be a frame of the video, 0 to {}", frames.saturating_sub(1)));
+        }
+        let chunks = keyframes.iter().map(|(_, p)| p.chunks.len()).chain([negative.chunks.len()]).max().unwrap_or(1);
+        let pad = |p: &TokenizedPrompt| {
+            let mut p = p.clone();
+            while p.chunks.len() < chunks {
+                p.chunks.push(Chunk::empty(BOS, EOS));
+            }
+            p
+        };
+        let negative = pad(negative);
+        let mut keys = Vec::with_capacity(keyframes.len());
+        let mut negative_rows = Vec::new();
+        for &i in &order {
+            let pair = self.encode_prompts(&negative, &pad(&keyframes[i].1), clip_skip)?;
+            let (neg, prompt) = pair.split_at(pair.len() / 2);
+            if negative_rows.is_empty() {
+                negative_rows = neg.to_vec();
+            }
+            keys.push((keyframes[i].0, prompt.to_vec()));
+        }
+        let refs: Vec<(usize, &[f32])> = keys.iter().map(|(f, e)| (*f, &e[..])).collect();
+        let prompt = interpolate_keyframes(&refs, frames, closed_loop);
+        Ok(TextConditioning { tokens: chunks * MAX_LENGTH, negative: negative_rows, prompt, per_frame: true })
+    }
+
     /// The context length the UNet is loaded for (77 × prompt chunks).
     pub fn unet_tokens(&self) -> usize {
-        self.unet_tokens
+        self.unet_key.tokens
     }
 
     /// Loads the UNet again for a context of `tokens` (77 × prompt chunks) if it was loaded for
     /// another length; [`sample_with`](Self::sample_with) does it when needed.
     pub fn load_unet_for_tokens(&mut self, tokens: usize) -> Result<()> {
-        if tokens != self.unet_tokens {
+        let plan = SamplePlan { tokens, context: self.context, per_frame: self.unet_key.per_frame };
+        self.load_unet_for(UnetKey::of(self.shape.frames, &plan))
+    }
+
+    fn load_unet_for(&mut self, key: UnetKey) -> Result<()> {
+        if key != self.unet_key {
             // the old session goes first: two full-size UNets need not fit together
             self.unet = Box::new(Unloaded);
-            self.unet = load_unet(&self.artifact, &self.runtime, self.shape, tokens)?;
-            self.unet_tokens = tokens;
+            self.unet = load_unet(&self.artifact, &self.runtime, self.shape, key)?;
+            self.unet_key = key;
         }
         Ok(())
     }
@@ -333,41 +542,104 @@ impl Pipeline {
 
     /// Samples from unit-variance `noise` `(1, 4, F, h, w)` (diffusers' `latents=`: the sampler
     /// multiplies it by its initial σ) as `sampling` says, drawing the per-step noise of
-    /// ancestral samplers from `draws`; calls `on_step(i, t)` after each step. Returns the
+    /// ancestral samplers from `draws`; calls `on_step(i, t)` after each step. `context` is
+    /// `(2, tokens, D)`, negative first ([`encode_prompts`](Self::encode_prompts)). Returns the
     /// latents after the last step. The settings are checked first ([`check_sampling`]), and the
     /// noise must be finite.
-    pub fn sample_with(
+    pub fn sample_with(&mut self, context: &[f32], noise: Vec<f32>, sampling: &Sampling, draws: &mut dyn NoiseSource, on_step: impl FnMut(usize, f32)) -> Result<Vec<f32>> {
+        let text = TextConditioning::from_pair(&self.artifact, context)?;
+        self.sample_conditioned(&text, noise, sampling, draws, on_step)
+    }
+
+    /// Unit-variance initial noise for this video from `draws`: `(1, 4, F, h, w)` standard normal
+    /// values, re-scheduled as FreeNoise does ([`shuffle_context`]) when sampling with FreeNoise
+    /// windows (diffusers' `prepare_latents` with `enable_free_noise(noise_type="shuffle_context")`).
+    pub fn initial_noise(&self, draws: &mut dyn NoiseSource) -> Vec<f32> {
+        let c = self.artifact.latent_channels();
+        let mut noise = draws.draw(self.shape.latent_len(c));
+        if let Some(ctx) = self.context.filter(|c| c.method == ContextMethod::FreeNoise) {
+            let hw = (self.shape.height / 8) * (self.shape.width / 8);
+            shuffle_context(&mut noise, c, self.shape.frames, hw, &ctx, draws);
+        }
+        noise
+    }
+
+    /// [`sample_with`](Self::sample_with) with any [`TextConditioning`]: one text context per
+    /// video or per frame. With context windows ([`set_context`](Self::set_context)): uniform
+    /// runs the UNet on each window and fuses the guided noise predictions (each frame the
+    /// weighted mean of its windows'), FreeNoise runs it once on every frame with the motion
+    /// modules windowed; the sampler steps the whole video either way, so every sampler works.
+    pub fn sample_conditioned(
         &mut self,
-        context: &[f32],
+        text: &TextConditioning,
         noise: Vec<f32>,
         sampling: &Sampling,
         draws: &mut dyn NoiseSource,
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
-        let (mut sampler, tokens) = check_sample_inputs(&self.artifact, self.shape, context, &noise, sampling)?;
-        self.load_unet_for_tokens(tokens)?;
-        let (c, d) = (self.artifact.latent_channels(), self.artifact.context_dim());
-        let n = self.shape.latent_len(c);
-        let shape = vec![2, c, self.shape.frames, self.shape.height / 8, self.shape.width / 8];
+        let mut sampler = check_sample_inputs(&self.artifact, self.shape, text, &noise, sampling)?;
+        let frames = self.shape.frames;
+        let plan = SamplePlan { tokens: text.tokens, context: self.context, per_frame: text.per_frame };
+        self.load_unet_for(UnetKey::of(frames, &plan))?;
+        // the UNet runs: (frames, motion inputs) each, and how their outputs fuse
+        let all: Vec<usize> = (0..frames).collect();
+        let (runs, fusion): (Vec<Vec<usize>>, Option<Fusion>) = match self.context {
+            Some(c) if c.method == ContextMethod::Uniform && c.window_len(frames) < frames => {
+                let f = c.fusion(frames);
+                (f.windows.clone(), Some(f))
+            }
+            _ => (vec![all], None),
+        };
+        let motion = match self.context {
+            Some(c) if c.method == ContextMethod::FreeNoise => c.fusion(frames).motion_inputs(),
+            _ => Fusion { frames: runs[0].len(), windows: vec![(0..runs[0].len()).collect()], shares: vec![vec![1.0; runs[0].len()]] }.motion_inputs(),
+        };
+        let motion = self.artifact.motion_windows().then_some(motion);
+        let c = self.artifact.latent_channels();
+        let hw = (self.shape.height / 8) * (self.shape.width / 8);
         let sigma = sampler.init_noise_sigma();
         let mut latents: Vec<f32> = noise.into_iter().map(|v| v * sigma).collect();
         let timesteps = sampler.timesteps().to_vec();
         for (i, t) in timesteps.into_iter().enumerate() {
             let input = sampler.scale_model_input(i, &latents);
-            let doubled: Vec<f32> = input.iter().chain(input.iter()).copied().collect();
-            let (_, eps) = self.unet.run(&[
-                Tensor::F32 { shape: shape.clone(), data: doubled },
-                Tensor::F32 { shape: vec![2], data: vec![t; 2] },
-                Tensor::F32 { shape: vec![2, tokens, d], data: context.to_vec() },
-            ])?;
-            let (eu, ec) = eps.split_at(n);
-            // classifier-free guidance is active iff scale > 1 (official pipeline)
-            let scale = sampling.guidance;
-            let guided: Vec<f32> = if scale > 1.0 { eu.iter().zip(ec).map(|(u, c)| u + scale * (c - u)).collect() } else { ec.to_vec() };
+            let guided = match &fusion {
+                None => self.guided_eps(&input, &runs[0], text, t, sampling.guidance, motion.as_ref())?,
+                Some(f) => {
+                    let mut fused = vec![0f32; input.len()];
+                    for (window, shares) in f.windows.iter().zip(&f.shares) {
+                        let x = gather_frames(&input, c, frames, hw, window);
+                        let eps = self.guided_eps(&x, window, text, t, sampling.guidance, motion.as_ref())?;
+                        add_frames(&mut fused, &eps, c, frames, hw, window, shares);
+                    }
+                    fused
+                }
+            };
             sampler.step(i, &guided, &mut latents, draws);
             on_step(i, t);
         }
         Ok(latents)
+    }
+
+    /// One UNet run with classifier-free guidance on `x` `(1, C, len, h, w)`, the video's frames
+    /// `frames`: `ε_u + s·(ε_c − ε_u)` above scale 1, `ε_c` otherwise (the official pipeline).
+    fn guided_eps(&mut self, x: &[f32], frames: &[usize], text: &TextConditioning, t: f32, scale: f32, motion: Option<&(Vec<i64>, Vec<f32>)>) -> Result<Vec<f32>> {
+        let c = self.artifact.latent_channels();
+        let shape = vec![2, c, frames.len(), self.shape.height / 8, self.shape.width / 8];
+        let doubled: Vec<f32> = x.iter().chain(x.iter()).copied().collect();
+        let (context_shape, context) = text.unet_context(frames);
+        let mut inputs = vec![
+            Tensor::F32 { shape, data: doubled },
+            Tensor::F32 { shape: vec![2], data: vec![t; 2] },
+            Tensor::F32 { shape: context_shape, data: context },
+        ];
+        if let Some((windows, fuse)) = motion {
+            let (w, l) = self.unet_key.windows;
+            inputs.push(Tensor::I64 { shape: vec![w, l], data: windows.clone() });
+            inputs.push(Tensor::F32 { shape: vec![frames.len(), w, l], data: fuse.clone() });
+        }
+        let (_, eps) = self.unet.run(&inputs)?;
+        let (eu, ec) = eps.split_at(eps.len() / 2);
+        Ok(if scale > 1.0 { eu.iter().zip(ec).map(|(u, c)| u + scale * (c - u)).collect() } else { ec.to_vec() })
     }
 
     /// Decodes `(1, 4, F, h, w)` latents one frame at a time, as the official code.
@@ -389,14 +661,42 @@ impl Pipeline {
     }
 }
 
-/// The UNet of `artifact` on `runtime` for `shape` and a context of `tokens`.
-fn load_unet(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize) -> Result<Box<dyn GraphSession>> {
-    if tokens == 0 || !tokens.is_multiple_of(MAX_LENGTH) || tokens / MAX_LENGTH > MAX_CHUNKS {
-        return Err(Error::Input(format!("a context of {tokens} tokens: expected 77 per prompt chunk, 1 to {MAX_CHUNKS} chunks")));
-    }
+/// The UNet of `artifact` on `runtime` for `shape`'s latent size and the input shapes of `key`.
+fn load_unet(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, key: UnetKey) -> Result<Box<dyn GraphSession>> {
+    check_tokens(artifact, key.tokens)?;
     let (c, d) = (artifact.latent_channels(), artifact.context_dim());
-    let (frames, h, w) = (shape.frames, shape.height / 8, shape.width / 8);
-    runtime.load(&artifact.graph_path("unet"), &[InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([2, tokens, d])])
+    let (frames, h, w) = (key.frames, shape.height / 8, shape.width / 8);
+    let context_batch = if key.per_frame { 2 * frames } else { 2 };
+    let mut specs = vec![InputSpec::f32([2, c, frames, h, w]), InputSpec::f32([2]), InputSpec::f32([context_batch, key.tokens, d])];
+    if artifact.motion_windows() {
+        let (n, l) = key.windows;
+        specs.push(InputSpec::i64([n, l]));
+        specs.push(InputSpec::f32([frames, n, l]));
+    }
+    runtime.load(&artifact.graph_path("unet"), &specs)
+}
+
+/// The frames `frames` of `x` `(1, C, F, h, w)` (`hw` = h·w): `(1, C, len, h, w)`.
+fn gather_frames(x: &[f32], c: usize, f: usize, hw: usize, frames: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(c * frames.len() * hw);
+    for ch in 0..c {
+        for &j in frames {
+            out.extend_from_slice(&x[(ch * f + j) * hw..(ch * f + j + 1) * hw]);
+        }
+    }
+    out
+}
+
+/// Adds `share[i] · part[:, :, i]` to frame `frames[i]` of `into` `(1, C, F, h, w)`.
+fn add_frames(into: &mut [f32], part: &[f32], c: usize, f: usize, hw: usize, frames: &[usize], shares: &[f32]) {
+    let len = frames.len();
+    for ch in 0..c {
+        for (i, (&j, &s)) in frames.iter().zip(shares).enumerate() {
+            let src = &part[(ch * len + i) * hw..(ch * len + i + 1) * hw];
+            let dst = &mut into[(ch * f + j) * hw..(ch * f + j + 1) * hw];
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += s * v);
+        }
+    }
 }
 
 /// The UNet's place while it is reloaded.
@@ -432,16 +732,21 @@ mod tests {
         let shape = VideoShape { frames: 2, height: 64, width: 64 };
         let (n, ctx) = (shape.latent_len(a.latent_channels()), vec![0.0; 2 * MAX_LENGTH * a.context_dim()]);
         let mut latents = vec![0.5f32; n];
-        check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, 7.5)).unwrap();
+        let text = TextConditioning::from_pair(&a, &ctx).unwrap();
+        check_sample_inputs(&a, shape, &text, &latents, &Sampling::ddim(2, 7.5)).unwrap();
         latents[17] = f32::NAN;
-        match check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, 7.5)).unwrap_err() {
+        match check_sample_inputs(&a, shape, &text, &latents, &Sampling::ddim(2, 7.5)).unwrap_err() {
             Error::Invalid { setting: Setting::Latents, value, .. } => assert_eq!(value, "[17] = NaN"),
             other => panic!("{other}"),
         }
         latents[17] = 0.5;
-        let e = check_sample_inputs(&a, shape, &ctx, &latents, &Sampling::ddim(2, f32::INFINITY)).unwrap_err();
+        let e = check_sample_inputs(&a, shape, &text, &latents, &Sampling::ddim(2, f32::INFINITY)).unwrap_err();
         assert!(matches!(e, Error::Invalid { setting: Setting::Guidance, .. }), "{e}");
-        assert!(check_sample_inputs(&a, shape, &ctx[1..], &latents, &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("text embeddings"));
-        assert!(check_sample_inputs(&a, shape, &ctx, &latents[1..], &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("initial latents"));
+        assert!(TextConditioning::from_pair(&a, &ctx[1..]).unwrap_err().to_string().contains("text embeddings"));
+        let mut per_frame = TextConditioning { per_frame: true, ..text.clone() };
+        assert!(check_sample_inputs(&a, shape, &per_frame, &latents, &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("text embeddings"));
+        per_frame.prompt = per_frame.prompt.repeat(shape.frames);
+        check_sample_inputs(&a, shape, &per_frame, &latents, &Sampling::ddim(2, 7.5)).unwrap();
+        assert!(check_sample_inputs(&a, shape, &text, &latents[1..], &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("initial latents"));
     }
 }

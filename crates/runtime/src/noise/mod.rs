@@ -57,11 +57,19 @@ impl std::str::FromStr for NoiseKind {
 pub trait NoiseSource {
     /// The next `n` values, C order.
     fn draw(&mut self, n: usize) -> Vec<f32>;
+
+    /// A random permutation of `0..n` (FreeNoise's noise re-scheduling), continuing the stream:
+    /// `torch.randperm(n, generator=…)` for the torch generator.
+    fn randperm(&mut self, n: usize) -> Vec<usize>;
 }
 
 impl NoiseSource for torch::TorchGenerator {
     fn draw(&mut self, n: usize) -> Vec<f32> {
         self.randn(n)
+    }
+
+    fn randperm(&mut self, n: usize) -> Vec<usize> {
+        torch::TorchGenerator::randperm(self, n)
     }
 }
 
@@ -98,6 +106,17 @@ impl NoiseSource for SplitMix {
         }
         out.truncate(n);
         out
+    }
+
+    /// Fisher–Yates from the front, as PyTorch's: for i in 0..n−1, swap i with
+    /// i + ⌊u·(n − i)⌋, u the next uniform double.
+    fn randperm(&mut self, n: usize) -> Vec<usize> {
+        let mut r: Vec<usize> = (0..n).collect();
+        for i in 0..n.saturating_sub(1) {
+            let z = ((self.uniform() * (n - i) as f64) as usize).min(n - i - 1);
+            r.swap(i, i + z);
+        }
+        r
     }
 }
 

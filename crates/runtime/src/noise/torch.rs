@@ -128,6 +128,19 @@ impl TorchGenerator {
     }
 }
 
+impl TorchGenerator {
+    /// `torch.randperm(n, generator=self)` on the CPU for n below 2³²/20: Fisher–Yates from the
+    /// front, swapping i with i + (next 32-bit output mod (n − i)) for i in 0..n−1.
+    pub fn randperm(&mut self, n: usize) -> Vec<usize> {
+        let mut r: Vec<usize> = (0..n).collect();
+        for i in 0..n.saturating_sub(1) {
+            let z = self.engine.next_u32() as usize % (n - i);
+            r.swap(i, i + z);
+        }
+        r
+    }
+}
+
 /// Box–Muller on 8 pairs in place: lane j pairs `1 − data[j]` (the radius) with `data[j+8]`
 /// (the angle), as PyTorch's AVX2 kernel.
 pub fn box_muller_16(data: &mut [f32; 16]) {

@@ -45,6 +45,10 @@ impl NoiseSource for Recorded {
         assert_eq!(z.len(), n);
         z
     }
+
+    fn randperm(&mut self, _: usize) -> Vec<usize> {
+        panic!("samplers draw no permutations")
+    }
 }
 
 /// max |a − b| / max |b|.

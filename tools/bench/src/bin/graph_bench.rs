@@ -225,21 +225,28 @@ fn main() {
         report("text_encoder", None, &t);
     }
     if want("unet") {
+        let windows = animatediff_runtime::Artifact::open(&a.model).is_ok_and(|x| x.motion_windows());
         let context = shared_f32(&a.io, "unet_context", &[2, 77, d], || noise::gaussian(2, 2 * 77 * d));
         let timestep = vec![981.0f32, 981.0];
         for &h in &a.latents {
             let shape = vec![2, c, a.frames, h, h];
             let sample = shared_f32(&a.io, &format!("unet_sample_{h}"), &shape, || noise::gaussian(1, shape.iter().product()));
-            let t0 = Instant::now();
-            let mut s = runtime
-                .load(&a.model.join("unet.onnx"), &[InputSpec::f32(shape.clone()), InputSpec::f32([2]), InputSpec::f32([2, 77, d])])
-                .unwrap_or_else(|e| panic!("{e}"));
-            let load = t0.elapsed().as_secs_f64();
-            let inputs = [
+            let mut specs = vec![InputSpec::f32(shape.clone()), InputSpec::f32([2]), InputSpec::f32([2, 77, d])];
+            let mut inputs = vec![
                 Tensor::F32 { shape: shape.clone(), data: sample },
                 Tensor::F32 { shape: vec![2], data: timestep.clone() },
                 Tensor::F32 { shape: vec![2, 77, d], data: context.clone() },
             ];
+            if windows {
+                // the plain motion modules: one window of every frame, the identity as fuse
+                let f = a.frames;
+                specs.extend([InputSpec::i64([1, f]), InputSpec::f32([f, 1, f])]);
+                inputs.push(Tensor::I64 { shape: vec![1, f], data: (0..f as i64).collect() });
+                inputs.push(Tensor::F32 { shape: vec![f, 1, f], data: (0..f * f).map(|i| if i / f == i % f { 1.0 } else { 0.0 }).collect() });
+            }
+            let t0 = Instant::now();
+            let mut s = runtime.load(&a.model.join("unet.onnx"), &specs).unwrap_or_else(|e| panic!("{e}"));
+            let load = t0.elapsed().as_secs_f64();
             let t = time_graph(s.as_mut(), &inputs, a.runs, load);
             if let Some(dir) = &a.profile {
                 if let Some(ops) = s.profile(&inputs).unwrap_or_else(|e| panic!("{e}")) {
