@@ -578,46 +578,57 @@ impl Pipeline {
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
         let mut sampler = check_sample_inputs(&self.artifact, self.shape, text, &noise, sampling)?;
-        let frames = self.shape.frames;
-        let plan = SamplePlan { tokens: text.tokens, context: self.context, per_frame: text.per_frame };
-        self.load_unet_for(UnetKey::of(frames, &plan))?;
-        // the UNet runs: (frames, motion inputs) each, and how their outputs fuse
-        let all: Vec<usize> = (0..frames).collect();
-        let (runs, fusion): (Vec<Vec<usize>>, Option<Fusion>) = match self.context {
-            Some(c) if c.method == ContextMethod::Uniform && c.window_len(frames) < frames => {
-                let f = c.fusion(frames);
-                (f.windows.clone(), Some(f))
-            }
-            _ => (vec![all], None),
-        };
-        let motion = match self.context {
-            Some(c) if c.method == ContextMethod::FreeNoise => c.fusion(frames).motion_inputs(),
-            _ => Fusion { frames: runs[0].len(), windows: vec![(0..runs[0].len()).collect()], shares: vec![vec![1.0; runs[0].len()]] }.motion_inputs(),
-        };
-        let motion = self.artifact.motion_windows().then_some(motion);
-        let c = self.artifact.latent_channels();
-        let hw = (self.shape.height / 8) * (self.shape.width / 8);
         let sigma = sampler.init_noise_sigma();
         let mut latents: Vec<f32> = noise.into_iter().map(|v| v * sigma).collect();
         let timesteps = sampler.timesteps().to_vec();
         for (i, t) in timesteps.into_iter().enumerate() {
             let input = sampler.scale_model_input(i, &latents);
-            let guided = match &fusion {
-                None => self.guided_eps(&input, &runs[0], text, t, sampling.guidance, motion.as_ref())?,
-                Some(f) => {
-                    let mut fused = vec![0f32; input.len()];
-                    for (window, shares) in f.windows.iter().zip(&f.shares) {
-                        let x = gather_frames(&input, c, frames, hw, window);
-                        let eps = self.guided_eps(&x, window, text, t, sampling.guidance, motion.as_ref())?;
-                        add_frames(&mut fused, &eps, c, frames, hw, window, shares);
-                    }
-                    fused
-                }
-            };
+            let guided = self.noise_at(text, &input, t, sampling.guidance)?;
             sampler.step(i, &guided, &mut latents, draws);
             on_step(i, t);
         }
         Ok(latents)
+    }
+
+    /// The guided noise prediction the sampler steps with, for the model input `x`
+    /// `(1, 4, F, h, w)` at timestep `t` with guidance `scale` (one sampling step's UNet work,
+    /// context windows included): what [`sample_conditioned`](Self::sample_conditioned) computes
+    /// each step, for checks against a reference's intermediate tensors.
+    pub fn guided_noise(&mut self, text: &TextConditioning, x: &[f32], t: f32, scale: f32) -> Result<Vec<f32>> {
+        check_sample_inputs(&self.artifact, self.shape, text, x, &Sampling::ddim(1, scale))?;
+        self.noise_at(text, x, t, scale)
+    }
+
+    fn noise_at(&mut self, text: &TextConditioning, x: &[f32], t: f32, scale: f32) -> Result<Vec<f32>> {
+        let frames = self.shape.frames;
+        let plan = SamplePlan { tokens: text.tokens, context: self.context, per_frame: text.per_frame };
+        self.load_unet_for(UnetKey::of(frames, &plan))?;
+        let plain = |n: usize| Fusion { frames: n, windows: vec![(0..n).collect()], shares: vec![vec![1.0; n]] };
+        let (c, hw) = (self.artifact.latent_channels(), (self.shape.height / 8) * (self.shape.width / 8));
+        match self.context {
+            Some(ctx) if ctx.method == ContextMethod::Uniform && ctx.window_len(frames) < frames => {
+                // the UNet on each window, each frame the weighted mean of its windows' predictions
+                let fusion = ctx.fusion(frames);
+                let motion = self.artifact.motion_windows().then(|| plain(fusion.window_len()).motion_inputs());
+                let mut fused = vec![0f32; x.len()];
+                for (window, shares) in fusion.windows.iter().zip(&fusion.shares) {
+                    let part = gather_frames(x, c, frames, hw, window);
+                    let eps = self.guided_eps(&part, window, text, t, scale, motion.as_ref())?;
+                    add_frames(&mut fused, &eps, c, frames, hw, window, shares);
+                }
+                Ok(fused)
+            }
+            context => {
+                // every frame at once: plain, or FreeNoise's windows inside the motion modules
+                let fusion = match context {
+                    Some(ctx) if ctx.method == ContextMethod::FreeNoise => ctx.fusion(frames),
+                    _ => plain(frames),
+                };
+                let motion = self.artifact.motion_windows().then(|| fusion.motion_inputs());
+                let all: Vec<usize> = (0..frames).collect();
+                self.guided_eps(x, &all, text, t, scale, motion.as_ref())
+            }
+        }
     }
 
     /// One UNet run with classifier-free guidance on `x` `(1, C, len, h, w)`, the video's frames
