@@ -78,8 +78,9 @@ fn embedded_hash() -> u64 {
 
 /// Raised whenever `build-graph` writes graphs an earlier cached demo lacks, so that the cache
 /// is rebuilt rather than reused (2: the text encoder's `hidden_states` for CLIP skip and the
-/// UNet's context of 77 × chunks for long prompts).
-const DEMO_GRAPHS: u32 = 2;
+/// UNet's context of 77 × chunks for long prompts; 3: the motion modules' window inputs and the
+/// context per frame, for long videos and prompt travel).
+const DEMO_GRAPHS: u32 = 3;
 
 /// The cache directory of one demo variant (its artifact is `<dir>/artifact`).
 pub fn variant_dir(model: DemoModel) -> PathBuf {

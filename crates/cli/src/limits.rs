@@ -8,10 +8,14 @@
 /// and beyond it runtimes fail to allocate (tract crashed at 8192) or the size overflows.
 pub const MAX_SIDE: usize = animatediff_runtime::MAX_LATENT_SIDE * 8;
 
-/// Most frames asked for: the largest `max_frames` a manifest may give (1024), far above any
-/// motion module's own maximum (24 or 32 for the official ones), which the model then checks; it
-/// only bounds what is allocated before that check.
-pub const MAX_FRAMES: usize = animatediff_runtime::manifest::MAX_FRAMES;
+/// Most frames asked for: the runtime's bound with context windows (4096, 8.5 minutes at 8 fps).
+/// Without `--context` the motion module's own maximum (24 or 32 for the official ones) applies,
+/// which the model then checks; this only bounds what is allocated before that check.
+pub const MAX_FRAMES: usize = animatediff_runtime::MAX_VIDEO_FRAMES;
+
+/// Longest context window asked for: the largest `max_frames` a manifest may give (1024); the
+/// motion module's own table (24 or 32) is checked by the model.
+pub const MAX_CONTEXT_LENGTH: usize = animatediff_runtime::manifest::MAX_FRAMES;
 
 /// Most denoising steps: the 1000 training timesteps of SD1.5 (a model with fewer is checked
 /// against its own count).
@@ -56,6 +60,22 @@ pub fn clip_skip(n: usize) -> Result<usize, String> {
 /// A frame count from 1 to [`MAX_FRAMES`].
 pub fn frames(n: usize) -> Result<usize, String> {
     in_range(n, 1, MAX_FRAMES, "frames")
+}
+
+/// A context window length from 1 to [`MAX_CONTEXT_LENGTH`].
+pub fn context_length(n: usize) -> Result<usize, String> {
+    in_range(n, 1, MAX_CONTEXT_LENGTH, "frames")
+}
+
+/// A context overlap from 0 to [`MAX_CONTEXT_LENGTH`] − 1 (less than the length, which the
+/// runtime checks).
+pub fn context_overlap(n: usize) -> Result<usize, String> {
+    in_range(n, 0, MAX_CONTEXT_LENGTH - 1, "frames")
+}
+
+/// A keyframe: a frame index below [`MAX_FRAMES`].
+pub fn keyframe(n: usize) -> Result<usize, String> {
+    in_range(n, 0, MAX_FRAMES - 1, "frames")
 }
 
 /// A step count from 1 to [`MAX_STEPS`].
@@ -130,6 +150,26 @@ pub mod parse {
         super::frames(number(s, &format!("a whole number of frames from 1 to {MAX_FRAMES}"))?)
     }
 
+    /// `--context-length`: see [`context_length`](super::context_length).
+    pub fn context_length(s: &str) -> Result<usize, String> {
+        super::context_length(number(s, &format!("a whole number of frames from 1 to {MAX_CONTEXT_LENGTH}"))?)
+    }
+
+    /// `--context-overlap`: see [`context_overlap`](super::context_overlap).
+    pub fn context_overlap(s: &str) -> Result<usize, String> {
+        super::context_overlap(number(s, &format!("a whole number of frames from 0 to {}", MAX_CONTEXT_LENGTH - 1))?)
+    }
+
+    /// `--prompt-at FRAME:TEXT`: the frame (see [`keyframe`](super::keyframe)) and the prompt
+    /// from that frame on (the text after the first `:`, kept as given).
+    pub fn prompt_at(s: &str) -> Result<(usize, String), String> {
+        let Some((frame, text)) = s.split_once(':') else {
+            return Err(format!("`{s}` is not FRAME:TEXT (a frame number, a colon, the prompt: 0:\"a cat\", 16:\"a dog\")"));
+        };
+        let frame = super::keyframe(number(frame, &format!("a frame number from 0 to {}", MAX_FRAMES - 1))?)?;
+        Ok((frame, text.to_string()))
+    }
+
     /// `--steps`: see [`steps`](super::steps).
     pub fn steps(s: &str) -> Result<usize, String> {
         super::steps(number(s, &format!("a whole number of steps from 1 to {MAX_STEPS}"))?)
@@ -201,7 +241,7 @@ mod tests {
             assert!(e.contains("from 1 to 100"), "{bad}: {e}");
         }
         assert_eq!((parse::quality("1"), parse::quality("100")), (Ok(1), Ok(100)));
-        assert!(parse::frames("0").unwrap_err().contains("from 1 to 1024"));
+        assert!(parse::frames("0").unwrap_err().contains("from 1 to 4096"));
         assert!(parse::opset("11").unwrap_err().contains("from 17 to 99"));
         assert_eq!(parse::opset("23"), Ok(23));
         assert!(parse::seed("-1").unwrap_err().contains("random seed"));

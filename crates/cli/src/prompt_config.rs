@@ -2,7 +2,10 @@
 //! of entries (or, in the v1 format, a map of named entries), each with `prompt` and `n_prompt`
 //! lists, `seed` (an int or a list; −1 = random), `steps`, `guidance_scale`, optionally `W`, `H`,
 //! `L`, the sampler keys of `animate`'s flags: `scheduler`, `karras`, `timestep_spacing`,
-//! `eta`, and its prompt keys `clip_skip` and `prompt_syntax`. A single `n_prompt` or `seed` is used for every prompt, as the official script does. The
+//! `eta`, its prompt keys `clip_skip` and `prompt_syntax`, its long-video keys `context`,
+//! `context_length`, `context_overlap`, `context_fuse` and `closed_loop`, and `prompt_map`
+//! (prompt travel: `{frame: prompt}` keyframes, one video, instead of `prompt`). A single
+//! `n_prompt` or `seed` is used for every prompt, as the official script does. The
 //! model-selection fields (`dreambooth_path`, `motion_module`, ...) are accepted and reported: the
 //! model is the artifact given with `--model`. Any other field is an error (a typo must not pass).
 
@@ -10,14 +13,29 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use animatediff_runtime::{PromptSyntax, SamplerKind, Spacing};
+use animatediff_runtime::{ContextFuse, ContextMethod, PromptSyntax, SamplerKind, Spacing};
 
 use crate::limits;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
+    #[serde(default)]
     prompt: Vec<String>,
+    // prompt travel: {frame: prompt}, as animate's --prompt-at
+    #[serde(default)]
+    prompt_map: Option<serde_yaml_ng::Mapping>,
+    // long videos, as animate's --context, --context-length, --context-overlap, --context-fuse, --closed-loop
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    context_length: Option<usize>,
+    #[serde(default)]
+    context_overlap: Option<usize>,
+    #[serde(default)]
+    context_fuse: Option<String>,
+    #[serde(default)]
+    closed_loop: Option<bool>,
     #[serde(default)]
     n_prompt: Vec<String>,
     #[serde(default)]
@@ -107,6 +125,20 @@ pub struct Job {
     pub clip_skip: Option<usize>,
     /// The prompt syntax, where given.
     pub prompt_syntax: Option<PromptSyntax>,
+    /// Prompt travel: `(frame, prompt)` keyframes in the file's order (empty: `prompt` alone).
+    pub keyframes: Vec<(usize, String)>,
+    /// The context-window keys this entry gives.
+    pub context: ContextKeys,
+}
+
+/// The long-video keys of an entry, each `None` where absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextKeys {
+    pub method: Option<ContextMethod>,
+    pub length: Option<usize>,
+    pub overlap: Option<usize>,
+    pub fuse: Option<ContextFuse>,
+    pub closed_loop: Option<bool>,
 }
 
 /// The sampler keys of an entry, each `None` where absent.
@@ -181,9 +213,38 @@ pub fn parse(text: &str, origin: &Path) -> Result<(Vec<Job>, Vec<String>), Strin
     Ok((jobs, notes))
 }
 
-/// The jobs of one entry: one per prompt, its numbers range-checked.
+/// `prompt_map`'s keyframes: whole-number frames (written as numbers or as strings, as prompt
+/// travel configs do) to prompts.
+fn keyframes(map: &serde_yaml_ng::Mapping) -> Result<Vec<(usize, String)>, String> {
+    use serde_yaml_ng::Value;
+    if map.is_empty() {
+        return Err("`prompt_map` is empty: give {frame: prompt} pairs".into());
+    }
+    map.iter()
+        .map(|(k, v)| {
+            let frame = match k {
+                Value::Number(n) => n.as_u64().map(|f| f as usize),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| format!("`prompt_map` key {k:?} is not a frame number"))
+            .and_then(|f| limits::keyframe(f).map_err(|e| format!("`prompt_map` key {e}")))?;
+            let Value::String(text) = v else {
+                return Err(format!("`prompt_map` frame {frame}: {v:?} is not a prompt"));
+            };
+            Ok((frame, text.clone()))
+        })
+        .collect()
+}
+
+/// The jobs of one entry: one per prompt (or one for a `prompt_map`), its numbers range-checked.
 fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<Vec<Job>, String> {
-    let n = e.prompt.len();
+    let travel = match &e.prompt_map {
+        Some(_) if !e.prompt.is_empty() => return Err(bad("give `prompt` or `prompt_map` (prompt travel), not both".into())),
+        Some(map) => keyframes(map).map_err(bad)?,
+        None => Vec::new(),
+    };
+    let n = if travel.is_empty() { e.prompt.len() } else { 1 };
     if n == 0 {
         return Err(bad("`prompt` is empty".into()));
     }
@@ -219,10 +280,17 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
     };
     let clip_skip = e.clip_skip.map(limits::clip_skip).transpose().map_err(key("clip_skip"))?;
     let prompt_syntax = e.prompt_syntax.as_deref().map(str::parse).transpose().map_err(key("prompt_syntax"))?;
+    let context = ContextKeys {
+        method: e.context.as_deref().map(str::parse).transpose().map_err(key("context"))?,
+        length: e.context_length.map(limits::context_length).transpose().map_err(key("context_length"))?,
+        overlap: e.context_overlap.map(limits::context_overlap).transpose().map_err(key("context_overlap"))?,
+        fuse: e.context_fuse.as_deref().map(str::parse).transpose().map_err(key("context_fuse"))?,
+        closed_loop: e.closed_loop,
+    };
     Ok((0..n)
         .map(|i| Job {
             name: format!("{name}-{i}"),
-            prompt: e.prompt[i].clone(),
+            prompt: e.prompt.get(i).cloned().unwrap_or_default(),
             negative: negatives[i].clone(),
             seed: seeds[i],
             steps,
@@ -233,6 +301,8 @@ fn entry_jobs(name: &str, e: &Entry, bad: &dyn Fn(String) -> String) -> Result<V
             sampler,
             clip_skip,
             prompt_syntax,
+            keyframes: travel.clone(),
+            context,
         })
         .collect())
 }
@@ -278,7 +348,7 @@ mod tests {
             ("- prompt: [a]\n  guidance_scale: -3\n", "`guidance_scale` -3", "from 0 to 100"),
             ("- prompt: [a]\n  W: 1048576\n", "`W` 1048576", "multiple of 8 from 8 to 2048"),
             ("- prompt: [a]\n  H: 100\n", "`H` 100", "multiple of 8 from 8 to 2048"),
-            ("- prompt: [a]\n  L: 0\n", "`L` 0", "from 1 to 1024"),
+            ("- prompt: [a]\n  L: 0\n", "`L` 0", "from 1 to 4096"),
             ("- prompt: [a]\n  steps: 0\n", "`steps` 0", "from 1 to 1000"),
         ] {
             let e = parse(text).unwrap_err();

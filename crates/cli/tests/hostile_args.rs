@@ -46,8 +46,8 @@ fn animate_refuses_bad_numbers_at_parse_time() {
         ("--height", "8192", "multiple of 8 from 8 to 2048"),
         ("--width", "0", "multiple of 8 from 8 to 2048"),
         ("--width", "100", "multiple of 8 from 8 to 2048"),
-        ("--frames", "0", "from 1 to 1024"),
-        ("--frames", "18446744073709551615", "from 1 to 1024"),
+        ("--frames", "0", "from 1 to 4096"),
+        ("--frames", "18446744073709551615", "from 1 to 4096"),
         ("--steps", "0", "from 1 to 1000"),
         ("--steps", "1000000", "from 1 to 1000"),
         ("--fps", "0", "from 1 to 100"),
@@ -69,7 +69,7 @@ fn build_graph_refuses_bad_numbers_at_parse_time() {
     let out = dir.path().join("art");
     let base = ["--base", "/no/such/base.safetensors", "--motion-module", "/no/such/mm.ckpt", "--out", s(&out)];
     for (flag, value, says) in [
-        ("--frames", "0", "from 1 to 1024"),
+        ("--frames", "0", "from 1 to 4096"),
         ("--width", "12", "multiple of 8 from 8 to 2048"),
         ("--height", "1048576", "multiple of 8 from 8 to 2048"),
         ("--opset", "5", "from 17 to 99"),

@@ -23,7 +23,8 @@ use animatediff_build::out_dir::Notice;
 use animatediff_cli::{demo, latents, limits, media, prompt_config};
 use animatediff_runtime::noise::NoiseKind;
 use animatediff_runtime::{
-    check_clip_skip, check_sampling, Artifact, ClipTokenizer, Ep, Pipeline, PromptSyntax, Runtime, RuntimeOptions, SamplerKind, SamplerOptions, Sampling,
+    check_clip_skip, check_sampling, Artifact, ClipTokenizer, ContextFuse, ContextMethod, ContextOptions, Ep, Pipeline, PromptSyntax, Runtime, RuntimeOptions,
+    SamplePlan, SamplerKind, SamplerOptions, Sampling, TextConditioning,
     Spacing, TokenizedPrompt, VideoShape,
 };
 
@@ -82,6 +83,34 @@ struct Args {
     /// What to animate.
     #[arg(long)]
     prompt: Option<String>,
+    /// Prompt travel: the prompt from frame FRAME on, `FRAME:TEXT`, repeatable (instead of
+    /// --prompt). Frames between keyframes blend their text embeddings linearly; frames before the
+    /// first keyframe and after the last hold it (with --closed-loop the last blends back into
+    /// the first). The negative prompt stays one for the whole video.
+    #[arg(long = "prompt-at", value_name = "FRAME:TEXT", value_parser = limits::parse::prompt_at, conflicts_with_all = ["prompt", "config"])]
+    prompt_at: Vec<(usize, String)>,
+    /// Long videos: sample more frames than the motion module takes (16 trained, 24 or 32 at most)
+    /// in overlapping windows. uniform: the UNet runs on each window and the windows' noise
+    /// predictions are fused (AnimateDiff-Evolved's static windows; memory of one window).
+    /// freenoise: diffusers' FreeNoise, the motion modules attend in windows inside one UNet run
+    /// over every frame, with its re-scheduled noise (memory grows with the frames).
+    #[arg(long)]
+    context: Option<ContextMethod>,
+    /// Frames per context window (default 16, what the motion modules were trained on; at most
+    /// the module's maximum).
+    #[arg(long, value_parser = limits::parse::context_length)]
+    context_length: Option<usize>,
+    /// Frames neighbouring windows share (default 4): windows start every length − overlap frames.
+    #[arg(long, value_parser = limits::parse::context_overlap)]
+    context_overlap: Option<usize>,
+    /// How overlapping windows are fused: pyramid (the default: weights rising towards each
+    /// window's centre) or flat (the mean).
+    #[arg(long)]
+    context_fuse: Option<ContextFuse>,
+    /// Loop: windows wrap around the end so the last frames blend into the first (and prompt
+    /// travel runs from the last keyframe back to the first).
+    #[arg(long)]
+    closed_loop: bool,
     /// Negative prompt (the unconditional half of classifier-free guidance).
     #[arg(long, default_value = "")]
     negative: String,
@@ -127,7 +156,8 @@ struct Args {
     /// Classifier-free guidance scale, a finite number from 0 to 100 (active when > 1); default 7.5.
     #[arg(long, value_parser = limits::parse::guidance, allow_hyphen_values = true)]
     guidance: Option<f32>,
-    /// Frames: 1 to the motion module's maximum (24 or 32 for the official ones); default 16.
+    /// Frames: 1 to the motion module's maximum (24 or 32 for the official ones), or up to 4096
+    /// with --context; default 16.
     #[arg(long, value_parser = limits::parse::frames)]
     frames: Option<usize>,
     /// Width in pixels: a multiple of 8 from 8 to 2048 (SD1.5 works at 512; larger sizes exceed
@@ -200,18 +230,25 @@ struct Job {
     out: PathBuf,
     syntax: PromptSyntax,
     clip_skip: usize,
+    /// Prompt travel's `(frame, prompt)` keyframes (empty: `prompt` for every frame).
+    keyframes: Vec<(usize, String)>,
+    context: Option<ContextOptions>,
+    closed_loop: bool,
 }
 
 /// A job's prompts as the text encoder takes them.
 struct Prompts {
     negative: TokenizedPrompt,
     prompt: TokenizedPrompt,
+    /// Prompt travel's keyframes, tokenized (empty without).
+    keyframes: Vec<(usize, TokenizedPrompt)>,
 }
 
 impl Prompts {
-    /// The UNet's context length for them: 77 per chunk of the longer one.
+    /// The UNet's context length for them: 77 per chunk of the longest one.
     fn tokens(&self) -> usize {
-        77 * self.negative.chunks.len().max(self.prompt.chunks.len())
+        let chunks = self.keyframes.iter().map(|(_, p)| p.chunks.len()).chain([self.negative.chunks.len(), self.prompt.chunks.len()]).max();
+        77 * chunks.unwrap_or(1)
     }
 }
 
@@ -254,8 +291,8 @@ fn run(mut args: Args) -> Result<(), String> {
     if args.model.is_none() && !args.demo {
         return Err("--model DIR is required (or --demo)".into());
     }
-    if args.prompt.is_none() && args.config.is_none() && !args.demo {
-        return Err("--prompt TEXT is required (or --config FILE, or --demo)".into());
+    if args.prompt.is_none() && args.prompt_at.is_empty() && args.config.is_none() && !args.demo {
+        return Err("--prompt TEXT is required (or --prompt-at FRAME:TEXT, --config FILE, or --demo)".into());
     }
     let (out, format) = match (&args.out, &args.frames_dir) {
         (Some(out), _) => (out.clone(), media::Format::of(out)),
@@ -295,9 +332,10 @@ fn run(mut args: Args) -> Result<(), String> {
     }
     let (mut pipeline, mut latents_in): (Option<Pipeline>, _) = (None, latents_in);
     for (job, prompts) in jobs.iter().zip(&prompts) {
+        let plan = SamplePlan { tokens: prompts.tokens(), context: job.context, per_frame: !job.keyframes.is_empty() };
         if pipeline.as_ref().is_none_or(|p| p.shape != job.shape) {
             drop(pipeline.take()); // free the previous shape's graphs before loading the next (peak memory)
-            pipeline = Some(load(&artifact, &runtime, job.shape, prompts.tokens(), args.quiet)?);
+            pipeline = Some(load(&artifact, &runtime, job.shape, plan, args.quiet)?);
         }
         render(&args, job, prompts, latents_in.take(), pipeline.as_mut().expect("loaded above"), &runtime)?;
     }
@@ -315,13 +353,15 @@ fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<Vec<Prompts>, String>
     for job in jobs {
         let tokenized = job
             .shape
-            .check(artifact)
+            .check_with(artifact, job.context.as_ref())
             .and_then(|()| check_sampling(artifact, &job.sampling))
             .and_then(|()| check_clip_skip(artifact, job.clip_skip))
+            .and_then(|()| check_keyframes(artifact, job))
             .and_then(|()| {
                 let negative = tokenizer.tokenize(&job.negative, job.syntax)?;
                 let prompt = tokenizer.tokenize(&job.prompt, job.syntax)?;
-                Ok(Prompts { negative, prompt })
+                let keyframes = job.keyframes.iter().map(|(f, p)| Ok((*f, tokenizer.tokenize(p, job.syntax)?))).collect::<animatediff_runtime::Result<_>>()?;
+                Ok(Prompts { negative, prompt, keyframes })
             })
             .map_err(|e| match jobs.len() {
                 1 => with_flags(e),
@@ -338,6 +378,31 @@ fn check_jobs(artifact: &Artifact, jobs: &[Job]) -> Result<Vec<Prompts>, String>
         all.push(tokenized);
     }
     Ok(all)
+}
+
+/// Prompt travel's keyframes against the job and the model: frames of the video, one prompt each,
+/// and a UNet that takes one context per frame.
+fn check_keyframes(artifact: &Artifact, job: &Job) -> animatediff_runtime::Result<()> {
+    use animatediff_runtime::{Error, Setting};
+    let invalid = |value: String, reason: String| Err(Error::Invalid { setting: Setting::Keyframes, value, reason });
+    if job.keyframes.is_empty() {
+        return Ok(());
+    }
+    if !artifact.per_frame_context() {
+        return invalid(
+            format!("{} keyframes", job.keyframes.len()),
+            "this artifact's UNet takes one text context per video (it was built before prompt travel); rebuild it with build-graph".into(),
+        );
+    }
+    let mut frames: Vec<usize> = job.keyframes.iter().map(|k| k.0).collect();
+    frames.sort_unstable();
+    if let Some(f) = frames.iter().find(|&&f| f >= job.shape.frames) {
+        return invalid(f.to_string(), format!("a keyframe must be a frame of the video, 0 to {}", job.shape.frames - 1));
+    }
+    if let Some(pair) = frames.windows(2).find(|p| p[0] == p[1]) {
+        return invalid(pair[0].to_string(), "two prompts for the same frame; give each frame one".into());
+    }
+    Ok(())
 }
 
 /// The shape of a job's latents: `(1, channels, frames, height / 8, width / 8)`.
@@ -374,10 +439,36 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
         spacing: keys.spacing.or(args.timestep_spacing),
         eta: keys.eta.or(args.eta).unwrap_or(0.0),
     };
+    let context = |keys: prompt_config::ContextKeys| -> Result<Option<ContextOptions>, String> {
+        let method = keys.method.or(args.context);
+        let given = [keys.length.is_some() || args.context_length.is_some(), keys.overlap.is_some() || args.context_overlap.is_some(), keys.fuse.is_some() || args.context_fuse.is_some()];
+        let Some(method) = method else {
+            if given.iter().any(|&g| g) {
+                return Err("--context-length, --context-overlap and --context-fuse need --context uniform|freenoise (or a config's `context`)".into());
+            }
+            return Ok(None);
+        };
+        let d = ContextOptions::default();
+        Ok(Some(ContextOptions {
+            method,
+            length: keys.length.or(args.context_length).unwrap_or(d.length),
+            overlap: keys.overlap.or(args.context_overlap).unwrap_or(d.overlap),
+            fuse: keys.fuse.or(args.context_fuse).unwrap_or(d.fuse),
+            closed_loop: keys.closed_loop.unwrap_or(args.closed_loop),
+        }))
+    };
     let Some(cfg) = &args.config else {
+        let keyframes = args.prompt_at.clone();
+        let prompt = match keyframes.first() {
+            Some((_, p)) => p.clone(),
+            None => args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into()),
+        };
         return Ok(vec![Job {
             name: "prompt".into(),
-            prompt: args.prompt.clone().unwrap_or_else(|| demo::DEFAULT_PROMPT.into()),
+            prompt,
+            keyframes,
+            context: context(Default::default())?,
+            closed_loop: args.closed_loop,
             negative: args.negative.clone(),
             seed: args.seed,
             sampling: Sampling { sampler: sampler(Default::default()), steps: args.steps, guidance: args.guidance.unwrap_or(default_guidance) },
@@ -395,12 +486,17 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
     for n in notes {
         eprintln!("animate: {}: {n}", cfg.display());
     }
-    let job = |(i, j): (usize, prompt_config::Job)| Job {
-        out: out.join(format!("{i:03}-{}.gif", slug(&j.prompt))),
+    let job = |(i, j): (usize, prompt_config::Job)| -> Result<Job, String> {
+        let name = j.keyframes.first().map_or(&j.prompt, |k| &k.1);
+        Ok(Job {
+        out: out.join(format!("{i:03}-{}.gif", slug(name))),
+        context: context(j.context).map_err(|e| format!("{}: entry {}: {e}", cfg.display(), j.name))?,
+        closed_loop: j.context.closed_loop.unwrap_or(args.closed_loop),
+        prompt: j.keyframes.first().map_or(j.prompt.clone(), |k| k.1.clone()),
+        keyframes: j.keyframes,
         format: media::Format::Gif,
         shape: shape(j.frames, j.height, j.width),
         name: j.name,
-        prompt: j.prompt,
         negative: j.negative,
         seed: j.seed,
         sampling: Sampling {
@@ -410,14 +506,15 @@ fn jobs(args: &Args, out: &Path, format: media::Format) -> Result<Vec<Job>, Stri
         },
         syntax: j.prompt_syntax.unwrap_or(args.prompt_syntax),
         clip_skip: j.clip_skip.unwrap_or(args.clip_skip),
+        })
     };
-    Ok(list.into_iter().enumerate().map(job).collect())
+    list.into_iter().enumerate().map(job).collect()
 }
 
 /// The pipeline for one video shape, with a progress bar over its graphs.
-fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize, quiet: bool) -> Result<Pipeline, String> {
+fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, plan: SamplePlan, quiet: bool) -> Result<Pipeline, String> {
     let loading = bar(quiet, 3, "loading");
-    let p = Pipeline::load_for_tokens(artifact.clone(), runtime, shape, tokens, |what| {
+    let p = Pipeline::load_with(artifact.clone(), runtime, shape, plan, |what| {
         loading.set_message(format!("loading {what}"));
         loading.inc(1);
     })
@@ -433,26 +530,31 @@ fn load(artifact: &Artifact, runtime: &Runtime, shape: VideoShape, tokens: usize
 fn render(args: &Args, job: &Job, prompts: &Prompts, latents_in: Option<ndarray::ArrayD<f32>>, p: &mut Pipeline, runtime: &Runtime) -> Result<(), String> {
     let quiet = args.quiet;
     let start = Instant::now();
-    let c = p.artifact.latent_channels();
     let latent_shape = latent_shape(&p.artifact, job);
     // the seed's generator draws the initial noise (unless given) and then the per-step noise
     let seed = job.seed.unwrap_or_else(random_seed);
     let mut generator = args.noise.generator(seed);
+    p.set_context(job.context).map_err(with_flags)?;
     let noise = match latents_in {
         Some(a) => a.iter().copied().collect(),
-        None => generator.draw(job.shape.latent_len(c)),
+        None => p.initial_noise(generator.as_mut()), // FreeNoise re-schedules it, as diffusers
     };
     if let Some(path) = &args.noise_out {
         write_latents(path, &latent_shape, &noise)?;
     }
-    let ctx = p.encode_prompts(&prompts.negative, &prompts.prompt, job.clip_skip).map_err(with_flags)?;
+    let text = if prompts.keyframes.is_empty() {
+        let ctx = p.encode_prompts(&prompts.negative, &prompts.prompt, job.clip_skip).map_err(with_flags)?;
+        TextConditioning::from_pair(&p.artifact, &ctx).map_err(with_flags)?
+    } else {
+        p.encode_travel(&prompts.negative, &prompts.keyframes, job.shape.frames, job.closed_loop, job.clip_skip).map_err(with_flags)?
+    };
     if prompts.tokens() != p.unet_tokens() {
         let reloading = bar(quiet, 1, "loading UNet");
         p.load_unet_for_tokens(prompts.tokens()).map_err(with_flags)?; // for this context length (tract fixes it)
         reloading.finish_and_clear();
     }
     let steps = bar(quiet, job.sampling.steps as u64, "denoising");
-    let latents = p.sample_with(&ctx, noise, &job.sampling, generator.as_mut(), |_, _| steps.inc(1)).map_err(with_flags)?;
+    let latents = p.sample_conditioned(&text, noise, &job.sampling, generator.as_mut(), |_, _| steps.inc(1)).map_err(with_flags)?;
     steps.finish_and_clear();
     if let Some(path) = &args.latents_out {
         write_latents(path, &latent_shape, &latents)?;
@@ -474,6 +576,13 @@ fn render(args: &Args, job: &Job, prompts: &Prompts, latents_in: Option<ndarray:
         }
         if job.clip_skip > 1 {
             text += &format!(", clip skip {}", job.clip_skip);
+        }
+        if !job.keyframes.is_empty() {
+            text += &format!(", {} keyframes", job.keyframes.len());
+        }
+        if let Some(c) = job.context {
+            let looped = if c.closed_loop { ", closed loop" } else { "" };
+            text += &format!(", {} windows of {} overlapping {} ({}{looped})", c.method, c.length, c.overlap, c.fuse);
         }
         eprintln!(
             "animate: {name} -> {out} ({} frames {}x{}, {sampler}, {} steps, guidance {}{text}, {seed}, {} on {}, {:.1}s)",
@@ -526,6 +635,10 @@ fn with_flags(e: animatediff_runtime::Error) -> String {
             Setting::Karras => "--karras",
             Setting::Eta => "--eta",
             Setting::ClipSkip => "--clip-skip",
+            Setting::Context => "--context",
+            Setting::ContextLength => "--context-length",
+            Setting::ContextOverlap => "--context-overlap",
+            Setting::Keyframes => "--prompt-at",
             other => return other.to_string(),
         }
         .into()
