@@ -74,7 +74,7 @@ pub use error::{Error, ProviderFix, Result, Setting};
 pub use ort_env::environment as ort_environment;
 pub use manifest::{Manifest, Precision};
 pub use context::{ContextFuse, ContextMethod, ContextOptions, MAX_VIDEO_FRAMES};
-pub use pipeline::{check_clip_skip, check_sampling, Frame, Pipeline, SamplePlan, Sampling, TextConditioning, VideoShape, MAX_LATENT_SIDE};
+pub use pipeline::{check_clip_skip, check_sampling, Frame, Pipeline, SamplePlan, Sampling, TextConditioning, VideoShape, MAX_LATENT_SIDE, MAX_VIDEO_PIXELS};
 pub use providers::{CpuArena, Ep, ARENA_MAX_LATENT_PIXELS};
 pub use runtime::{available, Runtime, RuntimeOptions};
 pub use sampler::{Sampler, SamplerKind, SamplerOptions, Spacing};

@@ -46,6 +46,11 @@ pub struct VideoShape {
 /// after minutes: 8192² crashes inside tract, 1048576² asks for terabytes.
 pub const MAX_LATENT_SIDE: usize = 256;
 
+/// The most pixels a video may have, frames × width × height: 2³² (1024 frames of 2048², 16384
+/// of 512²; the decoded frames, 3 bytes a pixel, are kept until the output is written, 12.9 GB
+/// at this bound). With [`crate::MAX_VIDEO_FRAMES`] it keeps a long video's allocations bounded.
+pub const MAX_VIDEO_PIXELS: u64 = 1 << 32;
+
 impl VideoShape {
     /// Values in the latents `(1, channels, frames, height / 8, width / 8)` of this video
     /// (saturating: a shape that passed [`VideoShape::check`] never comes near).
@@ -79,6 +84,14 @@ impl VideoShape {
         if frames == 0 || (context.is_some() && frames > MAX_VIDEO_FRAMES) {
             let most = if context.is_some() { MAX_VIDEO_FRAMES } else { max };
             let reason = format!("expected 1 to {most} frames");
+            return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
+        }
+        let pixels = (frames as u64).saturating_mul(width as u64).saturating_mul(height as u64);
+        if pixels > MAX_VIDEO_PIXELS {
+            let reason = format!(
+                "{frames} frames of {width}x{height} are {pixels} pixels; a video holds at most {MAX_VIDEO_PIXELS} (1024 frames of 2048x2048, {} frames of 512x512): its frames are kept in memory until written",
+                MAX_VIDEO_PIXELS / (512 * 512)
+            );
             return Err(Error::Invalid { setting: Setting::Frames, value: frames.to_string(), reason });
         }
         let unet_frames = match context {
@@ -759,5 +772,32 @@ mod tests {
         per_frame.prompt = per_frame.prompt.repeat(shape.frames);
         check_sample_inputs(&a, shape, &per_frame, &latents, &Sampling::ddim(2, 7.5)).unwrap();
         assert!(check_sample_inputs(&a, shape, &text, &latents[1..], &Sampling::ddim(2, 7.5)).unwrap_err().to_string().contains("initial latents"));
+    }
+
+    #[test]
+    fn long_videos_need_context_windows_within_the_bounds() {
+        let a = Artifact::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/micro_v2")).unwrap();
+        let shape = |frames, side| VideoShape { frames, height: side, width: side };
+        let windows = ContextOptions::default();
+        let e = shape(40, 64).check(&a).unwrap_err();
+        assert!(matches!(e, Error::FramesNeedContext { frames: 40, max: 32, .. }), "{e}");
+        assert!(e.to_string().contains("Pipeline::set_context uniform"), "{e}");
+        shape(40, 64).check_with(&a, Some(&windows)).unwrap();
+        shape(crate::MAX_VIDEO_FRAMES, 64).check_with(&a, Some(&windows)).unwrap();
+        let e = shape(crate::MAX_VIDEO_FRAMES + 1, 64).check_with(&a, Some(&windows)).unwrap_err();
+        assert!(matches!(e, Error::Invalid { setting: Setting::Frames, .. }), "{e}");
+        // 4096 frames of 2048² would keep 51 GB of frames: refused before anything is allocated
+        let e = shape(4096, 2048).check_with(&a, Some(&windows)).unwrap_err();
+        assert!(e.to_string().contains("a video holds at most 4294967296"), "{e}");
+        shape(1024, 2048).check_with(&a, Some(&windows)).unwrap();
+        let long = ContextOptions { length: 33, ..windows };
+        assert!(matches!(shape(40, 64).check_with(&a, Some(&long)), Err(Error::Invalid { setting: Setting::ContextLength, .. })));
+        // an artifact built before the motion-window inputs runs uniform windows but not FreeNoise
+        let mut old = a.clone();
+        old.manifest.graphs.unet.inputs.truncate(3);
+        let freenoise = ContextOptions { method: ContextMethod::FreeNoise, ..windows };
+        shape(40, 64).check_with(&old, Some(&windows)).unwrap();
+        let e = shape(40, 64).check_with(&old, Some(&freenoise)).unwrap_err();
+        assert!(matches!(e, Error::Invalid { setting: Setting::Context, .. }) && e.to_string().contains("rebuild"), "{e}");
     }
 }
