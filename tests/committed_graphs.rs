@@ -44,6 +44,7 @@ fn rebuilding_from_the_fixtures_reproduces_the_committed_artifact() {
     let opts = animatediff_build::BuildOptions {
         base: Some(fixtures.join("base.safetensors")),
         quiet: true,
+        motion_windows: true, // tools/graphs/rebuild.sh: --motion-windows
         ..animatediff_build::BuildOptions::new(fixtures.join("mm_v2.ckpt"), out)
     };
     animatediff_build::build(&opts).unwrap();

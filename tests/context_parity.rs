@@ -40,7 +40,8 @@ impl Golden {
 
 fn artifact(mm: &str, dir: &std::path::Path) -> Artifact {
     let out = dir.join(format!("personalized_{mm}"));
-    build(&variant_options("personalized", mm, &out)).unwrap();
+    // with the motion-window inputs FreeNoise needs (build-graph --motion-windows)
+    build(&animatediff_build::BuildOptions { motion_windows: true, ..variant_options("personalized", mm, &out) }).unwrap();
     Artifact::open(&out).unwrap()
 }
 

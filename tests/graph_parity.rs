@@ -9,7 +9,7 @@ use std::path::Path;
 
 use animatediff_build::{build, BuildOptions, Precision};
 use onnx_writer::AttentionForm;
-use animatediff_onnx::{goldens_dir, ort_library, plain_motion_inputs, variant_options, Deviation};
+use animatediff_onnx::{goldens_dir, ort_library, variant_options, Deviation};
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
@@ -128,14 +128,10 @@ fn parity_at(variant: &str, mm: &str, precision: Precision, attention: Attention
     };
     let ids = Input::I64(g.i64("te_input_ids"));
     let te_ref = g.f32("te_last_hidden_state");
-    let sample = g.f32("unet_sample");
-    let (windows, fuse) = plain_motion_inputs(sample.shape()[2]);
     let unet_in = [
-        ("sample", Input::F32(sample)),
+        ("sample", Input::F32(g.f32("unet_sample"))),
         ("timestep", Input::F32(g.f32("unet_timestep"))),
         ("encoder_hidden_states", Input::F32(g.f32("unet_encoder_hidden_states"))),
-        ("motion_windows", Input::I64(windows)),
-        ("motion_fuse", Input::F32(fuse)),
     ];
     let unet_ref = g.f32("unet_noise_pred");
     let vae_in = Input::F32(g.f32("vae_latent_sample"));
@@ -230,12 +226,10 @@ fn tract_rewrites_fire_on_the_unet() {
     let out = dir.path().join("artifact");
     build(&variant_options("base", "v2", &out)).unwrap();
     let mut g = Golden::open("base_v2");
-    let mut specs: Vec<animatediff_runtime::InputSpec> = ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"]
+    let specs: Vec<animatediff_runtime::InputSpec> = ["unet_sample", "unet_timestep", "unet_encoder_hidden_states"]
         .into_iter()
         .map(|n| animatediff_runtime::InputSpec::f32(g.f32(n).shape()))
         .collect();
-    let (windows, fuse) = plain_motion_inputs(16);
-    specs.extend([animatediff_runtime::InputSpec::i64(windows.shape()), animatediff_runtime::InputSpec::f32(fuse.shape())]);
     let mut typed = animatediff_runtime::tract_decluttered(&out.join("unet.onnx"), &specs).unwrap();
     let convs = typed.nodes().iter().filter(|n| n.op_is::<tract_onnx::tract_core::ops::cnn::Conv>()).count();
     let done = animatediff_runtime::tract_rewrite::apply(&mut typed).unwrap();

@@ -23,14 +23,6 @@ pub fn goldens_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("goldens")
 }
 
-/// The UNet's motion-window inputs for the plain motion modules over `frames`: one window of
-/// every frame (`motion_windows` i64 [1, F]) and the identity as `motion_fuse` f32 [F, 1, F].
-pub fn plain_motion_inputs(frames: usize) -> (ndarray::ArrayD<i64>, ndarray::ArrayD<f32>) {
-    let windows = ndarray::ArrayD::from_shape_vec(vec![1, frames], (0..frames as i64).collect()).expect("shape");
-    let fuse = ndarray::Array2::<f32>::eye(frames).into_shape_with_order(vec![frames, 1, frames]).expect("shape");
-    (windows, fuse)
-}
-
 /// Max absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -8,5 +8,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 cargo build --release -p animatediff-fixtures -p animatediff-cli
 ./target/release/make-fixtures --micro --out target/graphs-fixtures >/dev/null
 ./target/release/build-graph --base target/graphs-fixtures/base.safetensors \
-    --motion-module target/graphs-fixtures/mm_v2.ckpt --out graphs/micro_v2 --quiet
+    --motion-module target/graphs-fixtures/mm_v2.ckpt --motion-windows --out graphs/micro_v2 --quiet
 ls -l graphs/micro_v2

@@ -17,7 +17,7 @@ pub(crate) const FILE: &str = "golden.npz";
 pub(crate) fn write(opts: &BuildOptions, dir: &Path, model: &Model, max_frames: usize) -> Result<Golden, Error> {
     let (h, w) = opts.latent_hw();
     let a = &model.arch;
-    let shapes = SmallShapes::new(a.unet.in_channels, a.text_encoder.hidden_size, max_frames, opts.frames, h.zip(w));
+    let shapes = SmallShapes { windows: opts.motion_windows, ..SmallShapes::new(a.unet.in_channels, a.text_encoder.hidden_size, max_frames, opts.frames, h.zip(w)) };
     let runtime = Runtime::new(RuntimeOptions::default()).map_err(Error::Golden)?;
     let mut cases = check::small_inputs(shapes);
     for case in &mut cases {

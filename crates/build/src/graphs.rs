@@ -97,7 +97,7 @@ impl<'a> GraphWriter<'a> {
         };
         let net = Unet3d::new(&mut g, cfg, self.model.unet(), self.loras, &motion.weights, self.loras)?;
         let (height, width) = opts.latent_hw();
-        net.build(&mut g, &UnetShapes { batch: None, frames: opts.frames, height, width });
+        net.build(&mut g, &UnetShapes { batch: None, frames: opts.frames, height, width, motion_windows: opts.motion_windows });
         let files = UnetFiles { data: g.external_files(), lora_dependent: g.external_files_in(DataSet::Volatile), reused_bytes };
         g.finish(&path, PRODUCER, &[]).map_err(io(&path))?;
         Ok(files)

@@ -52,6 +52,11 @@ pub struct BuildOptions {
     /// The ONNX form of the UNet's and VAE's attentions (CLIP's causal attention is always
     /// plain); see [`AttentionForm`].
     pub attention: AttentionForm,
+    /// Give the UNet the motion-window inputs `motion_windows` and `motion_fuse`, which FreeNoise
+    /// (`animate --context freenoise`) needs. Off by default: the plain motion modules then run
+    /// exactly as before, with no gather or fuse product (those cost 12–27 % of a UNet forward on
+    /// ONNX Runtime CPU at 8×8–24×24 latents, BENCHMARKS.md).
+    pub motion_windows: bool,
     /// No progress bar.
     pub quiet: bool,
     /// Largest external-data file (default just under 2 GiB); more files are written beyond it.
@@ -94,6 +99,7 @@ impl BuildOptions {
             out: out.into(),
             opset: onnx_writer::DEFAULT_OPSET,
             attention: AttentionForm::default(),
+            motion_windows: false,
             quiet: false,
             max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
             golden: true,

@@ -55,13 +55,11 @@ pub(crate) fn graphs(opts: &BuildOptions, model: &Model, unet_files: &UnetFiles)
             lora_dependent_data: Some(unet_files.lora_dependent.clone()),
             ..inline(
                 "unet.onnx",
-                vec![
-                    f32("sample", video(a.unet.in_channels)),
-                    f32("timestep", vec![Dim::Named("batch".into())]),
-                    f32("encoder_hidden_states", context),
-                    TensorSpec::new("motion_windows", DType::I64, windows),
-                    f32("motion_fuse", fuse),
-                ],
+                [
+                    vec![f32("sample", video(a.unet.in_channels)), f32("timestep", vec![Dim::Named("batch".into())]), f32("encoder_hidden_states", context)],
+                    if opts.motion_windows { vec![TensorSpec::new("motion_windows", DType::I64, windows), f32("motion_fuse", fuse)] } else { vec![] },
+                ]
+                .concat(),
                 vec![f32("noise_pred", video(a.unet.out_channels))],
             )
         },

@@ -130,6 +130,8 @@ pub fn artifact_of(model: DemoModel, quiet: bool) -> Result<(PathBuf, bool), Str
             }
         }
     };
+    // the demo is tiny: it carries the motion-window inputs so that --context freenoise runs too
+    let options = BuildOptions { motion_windows: true, ..options };
     build(&options).map_err(|e| format!("building the demo model: {e}"))?;
     let _ = std::fs::remove_dir_all(&src);
     Ok((out, true))

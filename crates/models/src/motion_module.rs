@@ -124,8 +124,21 @@ impl MotionModule {
         })
     }
 
-    /// `x`: `(B·F, C, H, W)` → same shape; the attentions run in `windows`.
-    pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames, windows: &MotionWindows) -> Value {
+    /// The two attention blocks over sequences `s` `(N, len, C)`, positions 0..len.
+    fn attend(&self, g: &mut Graph, mut s: Value, len: &Value) -> Value {
+        let zero = g.const_i64(&[0]);
+        let pe = g.slice(&self.pe, &zero, len, &[0]);
+        for a in &self.attention_blocks {
+            let n = a.norm.forward(g, &s);
+            let n = g.add(&n, &pe);
+            let o = a.attention.forward(g, &n);
+            s = g.add(&s, &o);
+        }
+        s
+    }
+
+    /// `x`: `(B·F, C, H, W)` → same shape; the attentions run in `windows`, or over every frame.
+    pub fn forward(&self, g: &mut Graph, x: &Value, frames: &Frames, windows: Option<&MotionWindows>) -> Value {
         let c = self.channels as i64;
         let h = self.norm.forward(g, x, NormSpan::PerFrame, None);
         let h = to_tokens(g, &h, self.channels); // (B·F, D, C), D = H·W
@@ -140,25 +153,23 @@ impl MotionModule {
         let s = g.reshape(&h, &bfdc); // (B, F, D, C)
         let s = g.transpose(&s, &[0, 2, 1, 3]); // (B, D, F, C)
         let s = g.reshape(&s, &seq); // (B·D, F, C)
-        // the windows: (B·D, W, L, C) → (B·D·W, L, C), positions 0..L in each
-        let bd = g.shape_slice(&s, 0, 1);
-        let s = g.gather(&s, &windows.frames, 1);
-        let gathered = g.shape(&s);
-        let per_window = g.concat(&[&minus_one, &windows.len, &cc], 0);
-        let mut s = g.reshape(&s, &per_window);
-        let zero = g.const_i64(&[0]);
-        let pe = g.slice(&self.pe, &zero, &windows.len, &[0]);
-        for a in &self.attention_blocks {
-            let n = a.norm.forward(g, &s);
-            let n = g.add(&n, &pe);
-            let o = a.attention.forward(g, &n);
-            s = g.add(&s, &o);
-        }
-        // fused back into frames: (F, W·L) @ (B·D, W·L, C) → (B·D, F, C)
-        let s = g.reshape(&s, &gathered);
-        let slots = g.concat(&[&bd, &minus_one, &cc], 0);
-        let s = g.reshape(&s, &slots);
-        let s = g.matmul(&windows.fuse, &s);
+        let s = match windows {
+            None => self.attend(g, s, &frames.f),
+            Some(windows) => {
+                // the windows: (B·D, W, L, C) → (B·D·W, L, C), positions 0..L in each
+                let bd = g.shape_slice(&s, 0, 1);
+                let s = g.gather(&s, &windows.frames, 1);
+                let gathered = g.shape(&s);
+                let per_window = g.concat(&[&minus_one, &windows.len, &cc], 0);
+                let s = g.reshape(&s, &per_window);
+                let s = self.attend(g, s, &windows.len);
+                // fused back into frames: (F, W·L) @ (B·D, W·L, C) → (B·D, F, C)
+                let s = g.reshape(&s, &gathered);
+                let slots = g.concat(&[&bd, &minus_one, &cc], 0);
+                let s = g.reshape(&s, &slots);
+                g.matmul(&windows.fuse, &s)
+            }
+        };
         let bdfc = g.concat(&[&frames.b, &minus_one, &frames.f, &cc], 0);
         let s = g.reshape(&s, &bdfc); // (B, D, F, C)
         let s = g.transpose(&s, &[0, 2, 1, 3]); // (B, F, D, C)

@@ -4,8 +4,9 @@
 //!
 //! Graph I/O: `sample` f32 [B,4,F,h,w], `timestep` f32 [B], `encoder_hidden_states` f32
 //! [B or B·F, 77·chunks, D] (one context per video, or one per frame: prompt travel),
-//! `motion_windows` i64 [W, L] and `motion_fuse` f32 [F, W, L] (the motion modules' windows, see
-//! `motion_module`; one window `[0..F]` and the identity for the plain module) → `noise_pred` f32
+//! with [`UnetShapes::motion_windows`] also `motion_windows` i64 [W, L] and `motion_fuse` f32
+//! [F, W, L] (the motion modules' windows, see `motion_module`; one window `[0..F]` and the
+//! identity for the plain module) → `noise_pred` f32
 //! [B,4,F,h,w]. Activations stay `(B·F, C, H, W)`; only the motion modules and v1's cross-frame
 //! GroupNorms look at the frame axis.
 
@@ -69,6 +70,9 @@ pub struct UnetShapes {
     pub frames: Option<usize>,
     pub height: Option<usize>,
     pub width: Option<usize>,
+    /// Whether the motion modules take their attention windows as inputs (`motion_windows`,
+    /// `motion_fuse`: FreeNoise); without, they attend over every frame with no window operations.
+    pub motion_windows: bool,
 }
 
 /// What every layer is conditioned on: the SiLU of the time embedding `(B, T)`, the text
@@ -78,7 +82,7 @@ struct Conditioning {
     silu_temb: Value,
     context: Value,
     frames: Frames,
-    windows: MotionWindows,
+    windows: Option<MotionWindows>,
 }
 
 /// The weights every block reads besides the UNet's own: the motion modules', and the
@@ -116,7 +120,7 @@ impl Layer {
             Some(a) => a.forward(g, &h, &cond.context),
             None => h,
         };
-        self.motion.forward(g, &h, &cond.frames, &cond.windows)
+        self.motion.forward(g, &h, &cond.frames, cond.windows.as_ref())
     }
 }
 
@@ -225,7 +229,7 @@ impl MidBlock {
         let h = self.resnet0.forward(g, x, Some(&cond.silu_temb), Some(&cond.frames));
         let h = self.attention.forward(g, &h, &cond.context);
         let h = match &self.motion {
-            Some(m) => m.forward(g, &h, &cond.frames, &cond.windows),
+            Some(m) => m.forward(g, &h, &cond.frames, cond.windows.as_ref()),
             None => h,
         };
         self.resnet1.forward(g, &h, Some(&cond.silu_temb), Some(&cond.frames))
@@ -330,14 +334,17 @@ impl Unet3d {
         // 77 tokens per prompt chunk: one chunk, or several for long prompts (77 × chunks); one
         // context per video (B) or per frame (B·F)
         let context = g.input("encoder_hidden_states", ElemType::F32, &[Dim::sym("context_batch"), Dim::sym("tokens"), Dim::Fixed(a.cross_attention_dim)]);
-        let window_frames = g.input("motion_windows", ElemType::I64, &[Dim::sym("windows"), Dim::sym("window_frames")]);
-        let fuse = g.input("motion_fuse", ElemType::F32, &[f.clone(), Dim::sym("windows"), Dim::sym("window_frames")]);
+        let windows = shapes.motion_windows.then(|| {
+            let frames = g.input("motion_windows", ElemType::I64, &[Dim::sym("windows"), Dim::sym("window_frames")]);
+            let fuse = g.input("motion_fuse", ElemType::F32, &[f.clone(), Dim::sym("windows"), Dim::sym("window_frames")]);
+            (frames, fuse)
+        });
 
         let frames = Frames { b: g.shape_slice(&sample, 0, 1), f: g.shape_slice(&sample, 2, 3) };
         // stays (B, 77·chunks, D), not repeated per frame: cross-attention attends a video's frames
         // together (or (B·F, …): each frame its own)
         let context = g.to_act(&context);
-        let windows = MotionWindows::new(g, window_frames, &fuse);
+        let windows = windows.map(|(frames, fuse)| MotionWindows::new(g, frames, &fuse));
         // time embedding: (B, T), and its SiLU shared by every ResNet
         let temb = g.scoped("time_embedding", |g| self.time_embedding.forward(g, &timestep));
         let silu_temb = g.silu(&temb);

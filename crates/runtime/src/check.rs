@@ -41,22 +41,24 @@ pub struct SmallShapes {
     pub frames: usize,
     /// Latent height and width.
     pub latent_hw: (usize, usize),
-    /// Whether the UNet has the motion-window inputs and takes a context per frame (artifacts
-    /// built since issue 19): the case then runs FreeNoise windows of 3 frames and one context
-    /// per frame, so that the check covers both.
+    /// Whether the UNet takes one context per frame (artifacts built since issue 19): the case
+    /// then gives one, so that the check covers it.
+    pub per_frame: bool,
+    /// Whether the UNet has the motion-window inputs (`build-graph --motion-windows`): the case
+    /// then runs FreeNoise windows of 3 frames.
     pub windows: bool,
 }
 
 impl SmallShapes {
     /// 4 frames (or the artifact's fixed count) of 8×8 latents (or its fixed size).
     pub fn new(channels: usize, context: usize, max_frames: usize, fixed_frames: Option<usize>, fixed_hw: Option<(usize, usize)>) -> Self {
-        Self { channels, context, frames: fixed_frames.unwrap_or(4.min(max_frames)), latent_hw: fixed_hw.unwrap_or((8, 8)), windows: true }
+        Self { channels, context, frames: fixed_frames.unwrap_or(4.min(max_frames)), latent_hw: fixed_hw.unwrap_or((8, 8)), per_frame: true, windows: false }
     }
 
     /// [`SmallShapes::new`] for an artifact's architecture and fixed dimensions.
     pub fn of(a: &Artifact) -> Self {
         let s = Self::new(a.latent_channels(), a.context_dim(), a.max_frames(), a.fixed_frames(), a.fixed_latent_hw());
-        Self { windows: a.motion_windows() && a.per_frame_context(), ..s }
+        Self { per_frame: a.per_frame_context(), windows: a.motion_windows(), ..s }
     }
 }
 
@@ -74,17 +76,19 @@ pub fn small_inputs(s: SmallShapes) -> Vec<Case> {
         ("sample".into(), Tensor::F32 { shape: vec![1, c, f, h, w], data: noise::gaussian(1, c * f * h * w) }),
         ("timestep".into(), Tensor::F32 { shape: vec![1], data: vec![501.0] }),
     ];
-    if s.windows {
-        // one context per frame; FreeNoise windows of 3 frames starting every 2 (with its last-window rule)
+    if s.per_frame {
         unet.push(("encoder_hidden_states".into(), Tensor::F32 { shape: vec![f, MAX_LENGTH, d], data: noise::gaussian(2, f * MAX_LENGTH * d) }));
+    } else {
+        unet.push(("encoder_hidden_states".into(), Tensor::F32 { shape: vec![1, MAX_LENGTH, d], data: noise::gaussian(2, MAX_LENGTH * d) }));
+    }
+    if s.windows {
+        // FreeNoise windows of 3 frames starting every 2 (with its last-window rule)
         let ctx = ContextOptions { method: ContextMethod::FreeNoise, length: 3.min(f), overlap: 1.min(f - 1), ..Default::default() };
         let fusion = ctx.fusion(f);
         let (windows, fuse) = fusion.motion_inputs();
         let (n, l) = (fusion.windows.len(), fusion.window_len());
         unet.push(("motion_windows".into(), Tensor::I64 { shape: vec![n, l], data: windows }));
         unet.push(("motion_fuse".into(), Tensor::F32 { shape: vec![f, n, l], data: fuse }));
-    } else {
-        unet.push(("encoder_hidden_states".into(), Tensor::F32 { shape: vec![1, MAX_LENGTH, d], data: noise::gaussian(2, MAX_LENGTH * d) }));
     }
     vec![
         Case {

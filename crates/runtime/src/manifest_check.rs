@@ -176,7 +176,11 @@ fn graphs(m: &Manifest) -> Check {
     tensors(&g.text_encoder, "text_encoder", &[(2, [None, Some(MAX_LENGTH), None, None, None])], 1 << 20)?;
     // sample, timestep, encoder_hidden_states (and, since issue 19, motion_windows, motion_fuse)
     let unet = [(5, [None, latent, None, None, None]), (1, [None; 5]), (3, [None, Some(MAX_LENGTH), context, None, None]), (2, [None; 5]), (3, [None; 5])];
-    let unet = if g.unet.inputs.len() == 5 { &unet[..] } else { &unet[..3] };
+    let unet = match g.unet.inputs.len() {
+        3 => &unet[..3],
+        5 => &unet[..],
+        n => return Err(InvalidField::new("graphs.unet.inputs.len()", n.to_string(), "3, or 5 with motion_windows and motion_fuse")),
+    };
     tensors(&g.unet, "unet", unet, 1 << 20)?;
     if let Some(extra) = g.unet.inputs.get(3..) {
         for (i, (spec, name)) in extra.iter().zip(["motion_windows", "motion_fuse"]).enumerate() {

@@ -100,7 +100,7 @@ impl VideoShape {
             Some(c) => {
                 c.check(max)?;
                 if c.method == ContextMethod::FreeNoise && !artifact.motion_windows() {
-                    let reason = "this artifact's UNet has no motion-window inputs (it was built before FreeNoise); rebuild it with build-graph, or use uniform".into();
+                    let reason = "this artifact's UNet has no motion-window inputs; build it with `build-graph --motion-windows` (they cost nothing when unused only if left out, so they are not built by default), or use uniform".into();
                     return Err(Error::Invalid { setting: Setting::Context, value: c.method.to_string(), reason });
                 }
                 match c.method {

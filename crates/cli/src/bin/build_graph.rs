@@ -71,6 +71,10 @@ struct Args {
     /// version, extra files): only the files its manifest lists are replaced; other files stay.
     #[arg(long)]
     force: bool,
+    /// Give the UNet the motion-window inputs FreeNoise needs (`animate --context freenoise`);
+    /// without it the motion modules carry no window operations and cost nothing extra.
+    #[arg(long)]
+    motion_windows: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -143,6 +147,7 @@ fn options(a: Args) -> BuildOptions {
         out: a.out,
         opset: a.opset,
         attention: a.attention,
+        motion_windows: a.motion_windows,
         quiet: a.quiet,
         max_file_bytes: onnx_writer::MAX_EXTERNAL_FILE_BYTES,
         golden: !a.no_golden,
