@@ -100,7 +100,7 @@ impl VideoShape {
             Some(c) => {
                 c.check(max)?;
                 if c.method == ContextMethod::FreeNoise && !artifact.motion_windows() {
-                    let reason = "this artifact's UNet has no motion-window inputs; build it with `build-graph --motion-windows` (they cost nothing when unused only if left out, so they are not built by default), or use uniform".into();
+                    let reason = "this artifact's UNet has no motion-window inputs: rebuild it with `build-graph --motion-windows` (left out by default, so that runs without FreeNoise pay nothing for them), or use uniform".into();
                     return Err(Error::Invalid { setting: Setting::Context, value: c.method.to_string(), reason });
                 }
                 match c.method {
@@ -798,6 +798,6 @@ mod tests {
         let freenoise = ContextOptions { method: ContextMethod::FreeNoise, ..windows };
         shape(40, 64).check_with(&old, Some(&windows)).unwrap();
         let e = shape(40, 64).check_with(&old, Some(&freenoise)).unwrap_err();
-        assert!(matches!(e, Error::Invalid { setting: Setting::Context, .. }) && e.to_string().contains("rebuild"), "{e}");
+        assert!(matches!(e, Error::Invalid { setting: Setting::Context, .. }) && e.to_string().contains("rebuild it with `build-graph --motion-windows`"), "{e}");
     }
 }
