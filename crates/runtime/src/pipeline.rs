@@ -591,12 +591,13 @@ impl Pipeline {
         mut on_step: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
         let mut sampler = check_sample_inputs(&self.artifact, self.shape, text, &noise, sampling)?;
+        let plan = self.step_plan(text)?;
         let sigma = sampler.init_noise_sigma();
         let mut latents: Vec<f32> = noise.into_iter().map(|v| v * sigma).collect();
         let timesteps = sampler.timesteps().to_vec();
         for (i, t) in timesteps.into_iter().enumerate() {
             let input = sampler.scale_model_input(i, &latents);
-            let guided = self.noise_at(text, &input, t, sampling.guidance)?;
+            let guided = self.noise_at(&plan, text, &input, t, sampling.guidance)?;
             sampler.step(i, &guided, &mut latents, draws);
             on_step(i, t);
         }
@@ -609,37 +610,47 @@ impl Pipeline {
     /// each step, for checks against a reference's intermediate tensors.
     pub fn guided_noise(&mut self, text: &TextConditioning, x: &[f32], t: f32, scale: f32) -> Result<Vec<f32>> {
         check_sample_inputs(&self.artifact, self.shape, text, x, &Sampling::ddim(1, scale))?;
-        self.noise_at(text, x, t, scale)
+        let plan = self.step_plan(text)?;
+        self.noise_at(&plan, text, x, t, scale)
     }
 
-    fn noise_at(&mut self, text: &TextConditioning, x: &[f32], t: f32, scale: f32) -> Result<Vec<f32>> {
+    /// How one step's UNet work is laid out for `text` under the current context windows (loading
+    /// the UNet for it if needed): made once per sampling run, not per step.
+    fn step_plan(&mut self, text: &TextConditioning) -> Result<StepPlan> {
         let frames = self.shape.frames;
         let plan = SamplePlan { tokens: text.tokens, context: self.context, per_frame: text.per_frame };
         self.load_unet_for(UnetKey::of(frames, &plan))?;
         let plain = |n: usize| Fusion { frames: n, windows: vec![(0..n).collect()], shares: vec![vec![1.0; n]] };
-        let (c, hw) = (self.artifact.latent_channels(), (self.shape.height / 8) * (self.shape.width / 8));
-        match self.context {
+        let (windows, motion) = match self.context {
+            // the UNet on each window, each frame the weighted mean of its windows' predictions
             Some(ctx) if ctx.method == ContextMethod::Uniform && ctx.window_len(frames) < frames => {
-                // the UNet on each window, each frame the weighted mean of its windows' predictions
                 let fusion = ctx.fusion(frames);
-                let motion = self.artifact.motion_windows().then(|| plain(fusion.window_len()).motion_inputs());
+                let motion = plain(fusion.window_len()).motion_inputs();
+                (Some(fusion), motion)
+            }
+            // every frame at once: plain, or FreeNoise's windows inside the motion modules
+            Some(ctx) if ctx.method == ContextMethod::FreeNoise => (None, ctx.fusion(frames).motion_inputs()),
+            _ => (None, plain(frames).motion_inputs()),
+        };
+        Ok(StepPlan { windows, motion: self.artifact.motion_windows().then_some(motion) })
+    }
+
+    fn noise_at(&mut self, plan: &StepPlan, text: &TextConditioning, x: &[f32], t: f32, scale: f32) -> Result<Vec<f32>> {
+        let frames = self.shape.frames;
+        let (c, hw) = (self.artifact.latent_channels(), (self.shape.height / 8) * (self.shape.width / 8));
+        match &plan.windows {
+            Some(fusion) => {
                 let mut fused = vec![0f32; x.len()];
                 for (window, shares) in fusion.windows.iter().zip(&fusion.shares) {
                     let part = gather_frames(x, c, frames, hw, window);
-                    let eps = self.guided_eps(&part, window, text, t, scale, motion.as_ref())?;
+                    let eps = self.guided_eps(&part, window, text, t, scale, plan.motion.as_ref())?;
                     add_frames(&mut fused, &eps, c, frames, hw, window, shares);
                 }
                 Ok(fused)
             }
-            context => {
-                // every frame at once: plain, or FreeNoise's windows inside the motion modules
-                let fusion = match context {
-                    Some(ctx) if ctx.method == ContextMethod::FreeNoise => ctx.fusion(frames),
-                    _ => plain(frames),
-                };
-                let motion = self.artifact.motion_windows().then(|| fusion.motion_inputs());
+            None => {
                 let all: Vec<usize> = (0..frames).collect();
-                self.guided_eps(x, &all, text, t, scale, motion.as_ref())
+                self.guided_eps(x, &all, text, t, scale, plan.motion.as_ref())
             }
         }
     }
@@ -721,6 +732,13 @@ fn add_frames(into: &mut [f32], part: &[f32], c: usize, f: usize, hw: usize, fra
             dst.iter_mut().zip(src).for_each(|(d, &v)| *d += s * v);
         }
     }
+}
+
+/// One sampling step's UNet work: uniform windows to run and fuse (none: one run over every
+/// frame), and the motion-window inputs when the UNet has them.
+struct StepPlan {
+    windows: Option<Fusion>,
+    motion: Option<(Vec<i64>, Vec<f32>)>,
 }
 
 /// The UNet's place while it is reloaded.
